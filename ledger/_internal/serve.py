@@ -1,0 +1,70 @@
+"""The served model for a task: θ0 + dequant(Q ⊙ m_c) / |T| (FORMAT.md §3, "Serving").
+
+Built from Q and the task's mask alone, never from other tasks' vectors, so it
+is the same whether or not the ledger retains vectors.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ledger._internal.basemodel import load_model
+from ledger._internal.codec import Float32Array, dequantise
+from ledger._internal.errors import LedgerError
+from ledger._internal.ledgerdir import Ledger
+from ledger._internal.tensorfile import read_tensors
+from ledger._internal.vector import unpack_mask
+
+
+def served_deltas(ledger: Ledger, task_id: str) -> tuple[dict[str, Float32Array], str]:
+    """Per-tensor float32 deltas and how they were served ("masked", "unmasked", "base")."""
+    active = ledger.store.active_ids()
+    if not active:
+        return {}, "base"
+    merged = ledger.read_state()
+    task = ledger.store.task(task_id)
+    masks = None
+    if task is not None and task.status == "active" and task.mask_digest is not None:
+        masks = read_tensors(ledger.mask_path(task_id))
+    deltas = {}
+    for name, q in merged.items():
+        if masks is not None:
+            q = np.where(unpack_mask(masks[name].astype(np.uint8), q.shape), q, 0)
+        deltas[name] = dequantise(q, ledger.config.scale_bits, len(active))
+    return deltas, "masked" if masks is not None else "unmasked"
+
+
+def served_model(ledger: Ledger, task_id: str) -> tuple[Any, Any, str]:
+    model, tokenizer = load_model(ledger.base_dir)
+    deltas, how = served_deltas(ledger, task_id)
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, delta in deltas.items():
+            params[name].add_(torch.from_numpy(delta))
+    return model, tokenizer, how
+
+
+def predict(ledger: Ledger, task_id: str, text: str) -> dict[str, Any]:
+    model, tokenizer, how = served_model(ledger, task_id)
+    batch = tokenizer([text], truncation=True, max_length=128, return_tensors="pt")
+    with torch.no_grad():
+        probs = torch.softmax(model(**batch).logits[0], dim=-1)
+    return {
+        "task": task_id,
+        "label": int(torch.argmax(probs)),
+        "probabilities": [round(float(p), 6) for p in probs],
+        "served": how,
+    }
+
+
+def export(ledger: Ledger, task_id: str, out: Path) -> str:
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise LedgerError(f"{out} exists and is not an empty folder")
+    model, tokenizer, how = served_model(ledger, task_id)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return how

@@ -1,0 +1,28 @@
+"""``ledger status``: the contract's JSON view of a ledger."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ledger._internal.digest import set_digest
+from ledger._internal.ledgerdir import open_ledger
+from ledger._internal.treehead import head_fields
+
+
+def ledger_status(root: Path) -> dict[str, Any]:
+    with open_ledger(root) as ledger:
+        store = ledger.store
+        size = store.size()
+        tasks = store.tasks()
+        return {
+            "active": [t.task_id for t in tasks if t.status == "active"],
+            "unlearned": [t.task_id for t in tasks if t.status == "unlearned"],
+            "state_digest": set_digest(ledger.read_state()),
+            "tree_size": size,
+            "root": head_fields(store.head(size))["root"],
+            "tasks": {
+                t.task_id: {"digest": t.vector_digest, "data_hash": t.data_hash, "status": t.status}
+                for t in tasks
+            },
+        }

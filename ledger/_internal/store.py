@@ -1,0 +1,197 @@
+"""The DuckDB ledger file: config, events, signed tree heads, tasks, certificates.
+
+DuckDB enforces nothing append-only, so nothing here is trusted by a reader:
+every row is re-derived from event payloads whose hashes are committed to by
+signed tree heads (docs/FORMAT.md §4–§6). One write = one transaction.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import rfc8785
+
+from ledger._internal.errors import LedgerError
+from ledger._internal.merkle import leaf_hash
+
+FORMAT = "ulg/ledger/v1"
+
+_SCHEMA = """
+CREATE TABLE config (
+    format VARCHAR NOT NULL, log_id VARCHAR NOT NULL, base_digest VARCHAR NOT NULL,
+    sign_seed UBIGINT NOT NULL, scale_bits INTEGER NOT NULL, threads INTEGER NOT NULL,
+    public_key VARCHAR NOT NULL, retain_vectors BOOLEAN NOT NULL);
+CREATE TABLE events (
+    seq BIGINT PRIMARY KEY, kind VARCHAR NOT NULL, task_id VARCHAR, payload VARCHAR NOT NULL);
+CREATE TABLE tree_heads (
+    size BIGINT PRIMARY KEY, body VARCHAR NOT NULL, signature VARCHAR NOT NULL);
+CREATE TABLE tasks (
+    task_id VARCHAR PRIMARY KEY, method VARCHAR NOT NULL, status VARCHAR NOT NULL,
+    add_seq BIGINT NOT NULL, unlearn_seq BIGINT, data_hash VARCHAR NOT NULL,
+    vector_digest VARCHAR NOT NULL, mask_digest VARCHAR);
+CREATE TABLE certificates (
+    seq BIGINT PRIMARY KEY, task_id VARCHAR NOT NULL, envelope VARCHAR NOT NULL);
+"""
+
+
+@dataclass(frozen=True)
+class Config:
+    log_id: str
+    base_digest: str
+    sign_seed: int
+    scale_bits: int
+    threads: int
+    public_key: str
+    retain_vectors: bool
+
+
+@dataclass(frozen=True)
+class TaskRow:
+    task_id: str
+    method: str
+    status: str
+    add_seq: int
+    unlearn_seq: int | None
+    data_hash: str
+    vector_digest: str
+    mask_digest: str | None
+
+
+@dataclass(frozen=True)
+class SignedHead:
+    body: str
+    signature: str
+
+    def as_json(self) -> dict[str, str]:
+        return {"body": self.body, "signature": self.signature}
+
+
+@dataclass(frozen=True)
+class Write:
+    """Everything one ledger write changes in the database, applied atomically."""
+
+    event: dict[str, Any]
+    head: SignedHead
+    task: TaskRow
+    certificate: bytes | None = None
+
+
+def canonical(payload: dict[str, Any]) -> bytes:
+    return bytes(rfc8785.dumps(payload))
+
+
+class Store:
+    def __init__(self, path: Path, read_only: bool = False) -> None:
+        try:
+            self._con = duckdb.connect(str(path), read_only=read_only)
+        except duckdb.Error as exc:
+            raise LedgerError(f"cannot open ledger database {path}: {exc}") from exc
+
+    def close(self) -> None:
+        self._con.close()
+
+    @classmethod
+    def create(cls, path: Path, config: Config, init_event: dict[str, Any], head: SignedHead) -> Store:
+        store = cls(path)
+        con = store._con
+        con.execute("BEGIN TRANSACTION")
+        con.execute(_SCHEMA)
+        con.execute(
+            "INSERT INTO config VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [FORMAT, config.log_id, config.base_digest, config.sign_seed, config.scale_bits,
+             config.threads, config.public_key, config.retain_vectors],
+        )
+        con.execute(
+            "INSERT INTO events VALUES (0, 'init', NULL, ?)", [canonical(init_event).decode()]
+        )
+        con.execute("INSERT INTO tree_heads VALUES (1, ?, ?)", [head.body, head.signature])
+        con.execute("COMMIT")
+        return store
+
+    def config(self) -> Config:
+        row = self._con.execute(
+            "SELECT log_id, base_digest, sign_seed, scale_bits, threads, public_key, "
+            "retain_vectors FROM config"
+        ).fetchone()
+        if row is None:
+            raise LedgerError("ledger database has no config row")
+        return Config(*row)
+
+    def init_event(self) -> dict[str, Any]:
+        row = self._con.execute("SELECT payload FROM events WHERE seq = 0").fetchone()
+        if row is None:
+            raise LedgerError("ledger database has no init event")
+        payload: dict[str, Any] = json.loads(row[0])
+        return payload
+
+    def event(self, seq: int) -> dict[str, Any]:
+        row = self._con.execute("SELECT payload FROM events WHERE seq = ?", [seq]).fetchone()
+        if row is None:
+            raise LedgerError(f"ledger has no event {seq}")
+        payload: dict[str, Any] = json.loads(row[0])
+        return payload
+
+    def size(self) -> int:
+        row = self._con.execute("SELECT count(*) FROM events").fetchone()
+        return int(row[0]) if row else 0
+
+    def leaf_hashes(self) -> list[bytes]:
+        rows = self._con.execute("SELECT payload FROM events ORDER BY seq").fetchall()
+        return [leaf_hash(payload.encode("utf-8")) for (payload,) in rows]
+
+    def head(self, size: int) -> SignedHead:
+        row = self._con.execute(
+            "SELECT body, signature FROM tree_heads WHERE size = ?", [size]
+        ).fetchone()
+        if row is None:
+            raise LedgerError(f"ledger has no tree head of size {size}")
+        return SignedHead(*row)
+
+    def task(self, task_id: str) -> TaskRow | None:
+        row = self._con.execute("SELECT * FROM tasks WHERE task_id = ?", [task_id]).fetchone()
+        return TaskRow(*row) if row else None
+
+    def tasks(self) -> list[TaskRow]:
+        rows = self._con.execute("SELECT * FROM tasks ORDER BY task_id").fetchall()
+        return [TaskRow(*row) for row in rows]
+
+    def active_ids(self) -> list[str]:
+        return [t.task_id for t in self.tasks() if t.status == "active"]
+
+    def apply(self, write: Write) -> None:
+        con, event, task = self._con, write.event, write.task
+        try:
+            con.execute("BEGIN TRANSACTION")
+            con.execute(
+                "INSERT INTO events VALUES (?, ?, ?, ?)",
+                [event["seq"], event["kind"], task.task_id, canonical(event).decode()],
+            )
+            con.execute(
+                "INSERT INTO tree_heads VALUES (?, ?, ?)",
+                [event["seq"] + 1, write.head.body, write.head.signature],
+            )
+            con.execute("DELETE FROM tasks WHERE task_id = ?", [task.task_id])
+            con.execute(
+                "INSERT INTO tasks VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [task.task_id, task.method, task.status, task.add_seq, task.unlearn_seq,
+                 task.data_hash, task.vector_digest, task.mask_digest],
+            )
+            if write.certificate is not None:
+                con.execute(
+                    "INSERT INTO certificates VALUES (?, ?, ?)",
+                    [event["seq"], task.task_id, write.certificate.decode("utf-8")],
+                )
+            con.execute("COMMIT")
+        except duckdb.Error as exc:
+            con.execute("ROLLBACK")
+            raise LedgerError(f"ledger database write failed, nothing changed: {exc}") from exc
+
+    def certificates(self) -> Sequence[tuple[int, str, str]]:
+        return self._con.execute(
+            "SELECT seq, task_id, envelope FROM certificates ORDER BY seq"
+        ).fetchall()

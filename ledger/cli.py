@@ -1,0 +1,228 @@
+"""The ``ledger`` command line (shared/CONTRACT.md): thin wrappers over ``ledger._internal``."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ledger._internal.errors import LedgerError
+
+# Seeds travel in RFC 8785 JSON, whose numbers are IEEE doubles: exact up to 2^53.
+_MAX_SEED = 2**53 - 1
+_PATH = click.Path(path_type=Path)
+_EXISTING = click.Path(path_type=Path, exists=True)
+
+
+@contextmanager
+def _progress(label: str) -> Iterator[Callable[[int, int], None]]:
+    """A rich progress bar on a terminal, silence otherwise (CI logs stay readable)."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(), transient=True, disable=not sys.stderr.isatty(),
+        console=None,
+    ) as bar:
+        task = bar.add_task(label, total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """An auditable, exact unlearning ledger for merged fine-tuned models (SIFT-Masks)."""
+
+
+@cli.command()
+@click.argument("key", type=_PATH)
+def keygen(key: Path) -> None:
+    """Ed25519 private key to KEY (PEM, 0600) and public key to KEY.pub."""
+    from ledger._internal.keys import generate
+
+    public = generate(key)
+    click.echo(f"wrote {key} and {public}")
+
+
+@cli.group()
+def base() -> None:
+    """Build a base model θ0."""
+
+
+@base.command("tiny")
+@click.argument("out", type=_PATH)
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(0, _MAX_SEED))
+def base_tiny(out: Path, seed: int) -> None:
+    """A small deterministic BERT classifier with its tokenizer, for tests."""
+    from ledger._internal.basemodel import build_tiny
+
+    _refuse_nonempty(out)
+    build_tiny(out, seed)
+    click.echo(f"wrote tiny base model to {out}")
+
+
+@base.command("minilm")
+@click.argument("out", type=_PATH)
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(0, _MAX_SEED))
+@click.option("--pretrain", type=_EXISTING, help="JSONL to train the global model on first.")
+@click.option("--steps", default=300, show_default=True, type=click.IntRange(1))
+@click.option("--threads", default=2, show_default=True, type=click.IntRange(1))
+def base_minilm(out: Path, seed: int, pretrain: Path | None, steps: int, threads: int) -> None:
+    """The shipped all-MiniLM-L6-v2 with a seeded head, optionally pretrained."""
+    from ledger._internal.basemodel import build_minilm
+
+    _refuse_nonempty(out)
+    with _progress("pretraining") as progress:
+        build_minilm(out, seed, pretrain=pretrain, steps=steps, threads=threads, progress=progress)
+    click.echo(f"wrote MiniLM base model to {out}")
+
+
+def _refuse_nonempty(out: Path) -> None:
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise LedgerError(f"{out} exists and is not an empty folder")
+
+
+@cli.command()
+@click.argument("directory", type=_PATH)
+@click.option("--base", "base_dir", required=True, type=_EXISTING)
+@click.option("--key", required=True, type=_EXISTING)
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(0, _MAX_SEED))
+@click.option("--scale-bits", default=40, show_default=True, type=click.IntRange(0, 62))
+@click.option("--threads", default=2, show_default=True, type=click.IntRange(1, 256))
+@click.option("--retain-vectors/--no-retain-vectors", default=True, show_default=True)
+def init(
+    directory: Path, base_dir: Path, key: Path, seed: int, scale_bits: int, threads: int,
+    retain_vectors: bool,
+) -> None:
+    """A new ledger in DIRECTORY over the base model."""
+    from ledger._internal.ledgerdir import init_ledger
+
+    log = init_ledger(directory, base_dir, key, seed, scale_bits, threads, retain_vectors)
+    click.echo(f"initialised ledger {directory}: log {log}")
+
+
+@cli.command()
+@click.argument("directory", type=_PATH)
+@click.option("--task", "task_id", required=True)
+@click.option("--data", required=True, type=_PATH)
+@click.option("--method", default="sift", show_default=True, type=click.Choice(["sift", "ft"]))
+@click.option("--seed", default=None, type=click.IntRange(0, _MAX_SEED))
+@click.option("--steps", default=20, show_default=True, type=click.IntRange(1))
+@click.option("--lr", default=3e-5, show_default=True, type=click.FloatRange(0, min_open=True))
+@click.option("--batch-size", default=16, show_default=True, type=click.IntRange(1))
+@click.option("--max-length", default=32, show_default=True, type=click.IntRange(2))
+@click.option("--key", default=None, type=_PATH)
+def add(
+    directory: Path, task_id: str, data: Path, method: str, seed: int | None, steps: int,
+    lr: float, batch_size: int, max_length: int, key: Path | None,
+) -> None:
+    """Deterministic fine-tune, quantise, digest, sign, record, merge."""
+    from ledger._internal.add import Hyper, add_task
+
+    with _progress(f"fine-tuning {task_id}") as progress:
+        event = add_task(
+            directory, task_id, data, method, seed, Hyper(steps, lr, batch_size, max_length),
+            key, progress,
+        )
+    click.echo(f"added {task_id}: {event['vector_digest']} (event {event['seq']})")
+
+
+@cli.command()
+@click.argument("directory", type=_PATH)
+@click.option("--task", "task_id", required=True)
+@click.option("--data", required=True, type=_PATH)
+@click.option("--certificate", required=True, type=_PATH)
+@click.option("--key", default=None, type=_PATH)
+def unlearn(directory: Path, task_id: str, data: Path, certificate: Path, key: Path | None) -> None:
+    """Replay, check the digest, subtract, and write a signed certificate."""
+    from ledger._internal.unlearn import unlearn_task
+
+    with _progress(f"replaying {task_id}") as progress:
+        event = unlearn_task(directory, task_id, data, certificate, key, progress)
+    click.echo(f"unlearned {task_id} (event {event['seq']}); certificate: {certificate}")
+
+
+@cli.command()
+@click.argument("directory", type=_PATH)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def status(directory: Path, as_json: bool) -> None:
+    """Active and unlearned tasks, the state digest and the log's head."""
+    from ledger._internal.status import ledger_status
+
+    report = ledger_status(directory)
+    if as_json:
+        click.echo(json.dumps(report, indent=2, sort_keys=True))
+        return
+    click.echo(f"state  {report['state_digest']}")
+    click.echo(f"log    size {report['tree_size']}, root {report['root']}")
+    for task_id, task in sorted(report["tasks"].items()):
+        click.echo(f"{task['status']:<10} {task_id}  {task['digest']}")
+
+
+@cli.command()
+@click.argument("directory", type=_PATH)
+@click.option("--task", "task_id", required=True)
+@click.option("--text", required=True)
+@click.option("--json", "as_json", is_flag=True)
+def predict(directory: Path, task_id: str, text: str, as_json: bool) -> None:
+    """The label the served model for TASK gives to TEXT."""
+    from ledger._internal.ledgerdir import open_ledger
+    from ledger._internal.serve import predict as run
+
+    with open_ledger(directory) as ledger:
+        result = run(ledger, task_id, text)
+    click.echo(json.dumps(result, sort_keys=True) if as_json else str(result["label"]))
+
+
+@cli.command()
+@click.argument("directory", type=_PATH)
+@click.option("--task", "task_id", required=True)
+@click.argument("out", type=_PATH)
+def export(directory: Path, task_id: str, out: Path) -> None:
+    """The served model for TASK as a Hugging Face folder OUT."""
+    from ledger._internal.ledgerdir import open_ledger
+    from ledger._internal.serve import export as run
+
+    with open_ledger(directory) as ledger:
+        how = run(ledger, task_id, out)
+    click.echo(f"exported the {how} served model for {task_id} to {out}")
+
+
+@cli.command()
+@click.option("--workdir", default=Path("demo-work"), show_default=True, type=_PATH)
+@click.option("--users", default=8, show_default=True, type=click.IntRange(2, 50))
+def demo(workdir: Path, users: int) -> None:
+    """The whole path on MiniLM and real MovieLens users, verifier included."""
+    from ledger._internal.demo import run_demo
+
+    run_demo(workdir, users)
+
+
+def main(argv: list[str] | None = None) -> Any:
+    """Every failure is one ``error:`` line on stderr: 2 for usage, 1 for refusals."""
+    # Offline by design, and no library chatter between our own lines.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    try:
+        return cli.main(args=argv, standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        click.echo("error: aborted", err=True)
+        sys.exit(1)
+    except click.ClickException as exc:
+        click.echo(f"error: {exc.format_message()}", err=True)
+        sys.exit(exc.exit_code)
+    except LedgerError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
