@@ -321,7 +321,7 @@ def test_verify_inclusion_invalid_probes(index: int, size: int) -> None:
     assert not verify_inclusion(SOME_HASH, index, size, [], EMPTY_ROOT)
 
 
-_R1, _R2 = b"don't care 1", b"don't care 2"
+_R1, _R2 = b"don't care 1".ljust(32, b"."), b"don't care 2".ljust(32, b".")  # any 32-byte hashes
 
 # proof/verify_test.go TestVerifyConsistency table: (old, new, old_root, new_root, proof, ok).
 _CONSISTENCY_EDGE_CASES = [

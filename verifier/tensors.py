@@ -14,6 +14,7 @@ import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -24,8 +25,9 @@ from verifier.dsse import FormatError
 CHUNK = 16 * 1024 * 1024
 ITEMSIZE = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "I16": 2, "U16": 2,
             "F16": 2, "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}
-NUMPY = {"I64": np.dtype("<i8"), "F32": np.dtype("<f4"), "U8": np.dtype("u1")}
-DTYPE_NAME = {np.dtype("<i8"): "I64", np.dtype("<f4"): "F32", np.dtype("u1"): "U8"}
+NUMPY: dict[str, np.dtype[Any]] = {
+    "I64": np.dtype("<i8"), "F32": np.dtype("<f4"), "U8": np.dtype("u1")}
+DTYPE_NAME = {dt: name for name, dt in NUMPY.items()}
 
 I64Array = npt.NDArray[np.int64]
 
@@ -36,10 +38,11 @@ class Tensor:
     shape: tuple[int, ...]
     data: memoryview  # raw little-endian C-order bytes
 
-    def array(self) -> npt.NDArray[np.generic]:
+    def array(self) -> npt.NDArray[Any]:
         if self.dtype not in NUMPY:
             raise FormatError(f"dtype {self.dtype} is not one the ledger uses")
-        return np.frombuffer(self.data, dtype=NUMPY[self.dtype]).reshape(self.shape)
+        arr: npt.NDArray[Any] = np.frombuffer(self.data, dtype=NUMPY[self.dtype])
+        return arr.reshape(self.shape)
 
 
 def read_safetensors(path: Path) -> dict[str, Tensor]:
@@ -99,7 +102,7 @@ def from_arrays(arrays: Mapping[str, npt.NDArray[np.generic]]) -> dict[str, Tens
     out = {}
     for name, a in arrays.items():
         c = np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<"))
-        out[name] = Tensor(DTYPE_NAME[c.dtype], tuple(c.shape), memoryview(c.reshape(-1).view(np.uint8)))
+        out[name] = Tensor(DTYPE_NAME[c.dtype], tuple(c.shape), c.reshape(-1).view(np.uint8).data)
     return out
 
 

@@ -115,10 +115,18 @@ def batch_order(seed: int, n: int, steps: int, batch_size: int) -> list[list[int
     return [stream[j * batch_size : (j + 1) * batch_size] for j in range(steps)]
 
 
-def _sign_positive(spec: TrainSpec, name: str, shape: torch.Size) -> torch.Tensor:
-    """v as a bool tensor (True where v = +1): an eighth of a float copy's memory."""
-    v = sign_vector(spec.sign_seed, name, int(np.prod(shape, dtype=np.int64)))
-    return torch.from_numpy(v > 0).reshape(shape)
+def _sign_bounds(
+    spec: TrainSpec, name: str, theta0: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-entry bounds that keep τ on v's side: [θ0, +inf) where v = +1, else (-inf, θ0].
+
+    Clamping θ into them is exactly "reset to θ0 where τ·v < 0" (max/min return
+    θ0 itself), in one in-place pass with no temporaries per step.
+    """
+    v = sign_vector(spec.sign_seed, name, theta0.numel())
+    positive = torch.from_numpy(v > 0).reshape(theta0.shape)
+    inf = torch.tensor(float("inf"), dtype=theta0.dtype)
+    return torch.where(positive, theta0, -inf), torch.where(positive, inf, theta0)
 
 
 def tune(
@@ -149,8 +157,8 @@ def tune(
         if name in names:
             params[name] = param
     theta0 = {name: p.detach().clone() for name, p in params.items()}
-    positive = (
-        {name: _sign_positive(spec, name, p.shape) for name, p in params.items()}
+    bounds = (
+        {name: _sign_bounds(spec, name, theta0[name]) for name in params}
         if spec.method == "sift"
         else {}
     )
@@ -178,12 +186,11 @@ def tune(
         torch.autograd.backward(loss)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        if positive:
+        if bounds:
             with torch.no_grad():
                 for name, p in params.items():
-                    tau = p - theta0[name]
-                    wrong = torch.where(positive[name], tau < 0, tau > 0)
-                    p.copy_(torch.where(wrong, theta0[name], p))
+                    low, high = bounds[name]
+                    p.clamp_(min=low, max=high)
         if progress is not None:
             progress(step, spec.steps)
     with torch.no_grad():

@@ -81,11 +81,15 @@ def _subproof(leaves: Sequence[bytes], m: int, complete: bool) -> list[bytes]:
     return [*_subproof(leaves[k:], m - k, False), root_from_leaf_hashes(leaves[:k])]
 
 
+def _all_hashes(values: Sequence[bytes]) -> bool:
+    return all(len(v) == len(EMPTY_ROOT) for v in values)
+
+
 def verify_inclusion(
     leaf: bytes, index: int, size: int, proof: Sequence[bytes], root: bytes
 ) -> bool:
     """RFC 9162 section 2.1.3.2, over a leaf hash."""
-    if not 0 <= index < size:
+    if not 0 <= index < size or not _all_hashes([leaf, root, *proof]):
         return False
     fn, sn, r = index, size - 1, leaf
     for p in proof:
@@ -108,7 +112,7 @@ def verify_consistency(
     old_size: int, new_size: int, old_root: bytes, new_root: bytes, proof: Sequence[bytes]
 ) -> bool:
     """RFC 9162 section 2.1.4.2."""
-    if not 0 <= old_size <= new_size:
+    if not 0 <= old_size <= new_size or not _all_hashes([old_root, new_root, *proof]):
         return False
     if old_size == new_size:
         return not proof and old_root == new_root

@@ -6,6 +6,7 @@ is the same whether or not the ledger retains vectors.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,8 @@ from ledger._internal.errors import LedgerError
 from ledger._internal.ledgerdir import Ledger
 from ledger._internal.tensorfile import read_tensors
 from ledger._internal.vector import unpack_mask
+
+MAX_LENGTH = 32
 
 
 def served_deltas(ledger: Ledger, task_id: str) -> tuple[dict[str, Float32Array], str]:
@@ -48,11 +51,24 @@ def served_model(ledger: Ledger, task_id: str) -> tuple[Any, Any, str]:
     return model, tokenizer, how
 
 
+def probabilities(
+    model: Any, tokenizer: Any, texts: Sequence[str], max_length: int = MAX_LENGTH
+) -> torch.Tensor:
+    """Class probabilities, batched; inputs truncated as in training (FORMAT.md §10)."""
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(texts), 64):
+            batch = tokenizer(
+                list(texts[start : start + 64]), padding=True, truncation=True,
+                max_length=max_length, return_tensors="pt",
+            )
+            out.append(torch.softmax(model(**batch).logits, dim=-1))
+    return torch.cat(out) if out else torch.empty(0, model.config.num_labels)
+
+
 def predict(ledger: Ledger, task_id: str, text: str) -> dict[str, Any]:
     model, tokenizer, how = served_model(ledger, task_id)
-    batch = tokenizer([text], truncation=True, max_length=128, return_tensors="pt")
-    with torch.no_grad():
-        probs = torch.softmax(model(**batch).logits[0], dim=-1)
+    probs = probabilities(model, tokenizer, [text])[0]
     return {
         "task": task_id,
         "label": int(torch.argmax(probs)),

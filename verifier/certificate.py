@@ -1,0 +1,203 @@
+"""The certificate checks of FORMAT.md §7: one DSSE envelope against one ledger.
+
+Each step records what later steps need (envelope, predicate, heads); a step
+whose input failed earlier is skipped, since its FAIL is already on record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from verifier.context import (
+    DIGEST_RE,
+    HEX_RE,
+    TASK_RE,
+    CheckResult,
+    Context,
+    Fail,
+    HeadBody,
+    Skip,
+    get,
+    get_re,
+    parse_head,
+    run_one,
+)
+from verifier.dsse import IN_TOTO_PAYLOAD_TYPE, Envelope, parse_envelope, parse_jcs, parse_json
+from verifier.merkle import verify_consistency, verify_inclusion
+
+STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
+PREDICATE_TYPE = "https://unlearning-ledger.dev/certificate/unlearn/v1"
+
+
+class _Cert:
+    def __init__(self, ctx: Context, data: bytes) -> None:
+        self.ctx, self.data = ctx, data
+        self.env: Envelope | None = None
+        self.pred: dict[str, Any] | None = None
+        self.seq = -1
+        self.heads: tuple[HeadBody, HeadBody] | None = None
+
+    def _pred(self) -> dict[str, Any]:
+        if self.pred is None:
+            raise Skip("the statement is unusable")
+        return self.pred
+
+    def _heads(self) -> tuple[HeadBody, HeadBody]:
+        if self.heads is None:
+            raise Skip("the certificate's tree heads are unusable")
+        return self.heads
+
+    def envelope(self) -> None:
+        env = parse_envelope(parse_json(self.data, "certificate"))
+        if env.payload_type != IN_TOTO_PAYLOAD_TYPE:
+            raise Fail(f"payloadType is {env.payload_type!r}")
+        self.env = env
+
+    def signature(self) -> None:
+        if self.env is None:
+            raise Skip("the envelope is unusable")
+        if not self.env.signed_by(self.ctx.key):
+            raise Fail("no envelope signature verifies with the given key")
+
+    def statement(self) -> None:
+        if self.env is None:
+            raise Skip("the envelope is unusable")
+        st = parse_jcs(self.env.payload, "statement")
+        if get(st, "_type", str, "statement") != STATEMENT_TYPE:
+            raise Fail(f"_type is {st['_type']!r}")
+        if get(st, "predicateType", str, "statement") != PREDICATE_TYPE:
+            raise Fail(f"predicateType is {st['predicateType']!r}")
+        subject = get(st, "subject", list, "statement")
+        if len(subject) != 1 or get(subject[0], "name", str, "subject") != "state.safetensors":
+            raise Fail("subject must be exactly one entry named state.safetensors")
+        digest = get(subject[0], "digest", dict, "subject")
+        if set(digest) != {"sha256"}:
+            raise Fail("subject digest must hold sha256 alone")
+        sub_hex = get_re(digest, "sha256", HEX_RE, "subject digest")
+        p: dict[str, Any] = get(st, "predicate", dict, "statement")
+        w = "predicate"
+        get_re(p, "task_id", TASK_RE, w)
+        for k in ("log_id", "data_hash"):
+            get_re(p, k, HEX_RE, w)
+        for k in ("vector_digest", "replayed_digest", "state_digest_before",
+                  "state_digest_after", "base_digest"):
+            get_re(p, k, DIGEST_RE, w)
+        for k in ("n_records", "sign_seed", "scale_bits"):
+            get(p, k, int, w)
+        get(p, "method", str, w)
+        get(p, "determinism", dict, w)
+        self.seq = get(get(p, "event", dict, w), "seq", int, "predicate event")
+        get_re(p["event"], "leaf_hash", HEX_RE, "predicate event")
+        for k in ("tree_head_before", "tree_head_after"):
+            get(get(p, k, dict, w), "body", str, k)
+            get(p[k], "signature", str, k)
+        remaining = get(p, "remaining", list, w)
+        ids = [get(r, "task_id", str, "remaining entry") for r in remaining]
+        if ids != sorted(set(ids)):
+            raise Fail("remaining is not sorted by task_id without repeats")
+        self.pred = p
+        if p["replayed_digest"] != p["vector_digest"]:
+            raise Fail("replayed_digest differs from vector_digest")
+        if "sha256:" + sub_hex != p["state_digest_after"]:
+            raise Fail("subject digest differs from state_digest_after")
+
+    def binding(self) -> None:
+        p, init = self._pred(), self.ctx.init
+        if p["log_id"] != self.ctx.log_id:
+            raise Fail(f"log_id {p['log_id']} is not this ledger's ({self.ctx.log_id})")
+        bad = [k for k in ("base_digest", "sign_seed", "scale_bits") if init.get(k) != p[k]]
+        if bad:
+            raise Fail(f"{', '.join(bad)} differ from the ledger's init event")
+
+    def tree_heads(self) -> None:
+        p = self._pred()
+        before = parse_head(self.ctx.key, p["tree_head_before"]["body"],
+                            p["tree_head_before"]["signature"], "tree_head_before")
+        after = parse_head(self.ctx.key, p["tree_head_after"]["body"],
+                           p["tree_head_after"]["signature"], "tree_head_after")
+        if (before.size, after.size) != (self.seq, self.seq + 1):
+            raise Fail(f"head sizes are {before.size}, {after.size}; event seq {self.seq} "
+                       f"needs {self.seq}, {self.seq + 1}")
+        if {before.log_id, after.log_id} != {p["log_id"]}:
+            raise Fail("a head's log_id differs from the predicate's")
+        self.heads = (before, after)
+
+    def event(self) -> None:
+        p, ctx, seq = self._pred(), self.ctx, self.seq
+        if not 0 < seq < len(ctx.raw):
+            raise Fail(f"the ledger has no event {seq}")
+        if ctx.tree.leaves[seq].hex() != p["event"]["leaf_hash"]:
+            raise Fail(f"ledger event {seq} has a different leaf hash")
+        ev = ctx.events[seq]
+        if ev.get("kind") != "unlearn" or ev.get("task_id") != p["task_id"]:
+            raise Fail(f"ledger event {seq} is not an unlearn of {p['task_id']}")
+        keys = ("vector_digest", "replayed_digest", "state_digest_before", "state_digest_after")
+        bad = [k for k in keys if ev.get(k) != p[k]]
+        info = ctx.replay.tasks.get(p["task_id"])
+        if info is None:
+            raise Fail(f"the ledger has no add event for {p['task_id']}")
+        bad += [k for k, v in (("method", info.method), ("data_hash", info.data_hash),
+                               ("n_records", info.n_records), ("vector_digest", info.vector_digest))
+                if p[k] != v and k not in bad]
+        if self.env is not None and ev.get("certificate_sha256") != hashlib.sha256(
+                self.env.payload).hexdigest():
+            bad.append("certificate_sha256 (event) vs the statement bytes")
+        if bad:
+            raise Fail(f"differs from the ledger's events in {', '.join(bad)}")
+
+    def inclusion(self) -> None:
+        p, (_, after) = self._pred(), self._heads()
+        if len(self.ctx.raw) < after.size:
+            raise Fail(f"the ledger holds only {len(self.ctx.raw)} events")
+        path = self.ctx.tree.inclusion_path(self.seq, after.size)
+        leaf = bytes.fromhex(p["event"]["leaf_hash"])
+        if not verify_inclusion(self.seq, after.size, leaf, path, after.root):
+            raise Fail(f"event {self.seq} is not in tree_head_after given the ledger's leaves")
+
+    def consistency(self) -> None:
+        before, after = self._heads()
+        latest, n = self.ctx.latest_head(), len(self.ctx.raw)
+        if latest.size < after.size:
+            raise Fail(f"the ledger's latest head (size {latest.size}) predates the certificate: "
+                       "rolled back")
+        for a, b, what in ((before, after, "before→after"), (after, latest, "after→latest head")):
+            if b.size > n:
+                raise Fail(f"{what}: the ledger holds only {n} events")
+            proof = self.ctx.tree.consistency_proof(a.size, b.size)
+            if not verify_consistency(a.size, b.size, a.root, b.root, proof):
+                raise Fail(f"{what}: consistency proof {a.size}→{b.size} fails: history rewritten")
+
+    def remaining(self) -> None:
+        p, ctx = self._pred(), self.ctx
+        hist = [h for h in ctx.replay.history if h[0] == self.seq]
+        if not hist:
+            raise Fail(f"replaying the ledger gives no active set after event {self.seq}")
+        expected = [{"task_id": t, "vector_digest": ctx.replay.tasks[t].vector_digest}
+                    for t in sorted(hist[0][1])]
+        if p["remaining"] != expected:
+            raise Fail("remaining differs from the active set (and add digests) after the event")
+
+    def state(self) -> None:
+        p, ctx = self._pred(), self.ctx
+        tids = frozenset(r["task_id"] for r in p["remaining"])
+        missing = ctx.unusable(tids)
+        if missing:
+            raise Skip("cannot recompute the certified state; vectors unavailable: "
+                       + ", ".join(f"{t} ({why})" for t, why in missing.items()))
+        for r in p["remaining"]:
+            if r.get("vector_digest") != ctx.replay.tasks[r["task_id"]].vector_digest:
+                raise Fail(f"remaining names a different vector for {r['task_id']}")
+        got = ctx.sum_digest(tids)
+        if got != p["state_digest_after"]:
+            raise Fail(f"sum of the remaining vectors has digest {got}, certificate says "
+                       f"{p['state_digest_after']}")
+
+
+def certificate_checks(ctx: Context, data: bytes) -> list[CheckResult]:
+    c = _Cert(ctx, data)
+    steps = (("envelope", c.envelope), ("signature", c.signature), ("statement", c.statement),
+             ("binding", c.binding), ("tree-heads", c.tree_heads), ("event", c.event),
+             ("inclusion", c.inclusion), ("consistency", c.consistency),
+             ("remaining", c.remaining), ("state", c.state))
+    return [run_one(name, fn) for name, fn in steps]

@@ -1,0 +1,368 @@
+"""`run_audit` and `run_check`: every check of a ledger folder, each reported as one line.
+
+Checks are grouped per property (all heads, all vectors, …), not per tensor or
+row, so the output stays readable; a FAIL names the first few offenders.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable
+from functools import partial
+from itertools import pairwise
+from pathlib import Path
+
+import numpy as np
+
+from verifier.certificate import certificate_checks
+from verifier.context import (
+    DIGEST_RE,
+    NOT_RETAINED,
+    TIME_RE,
+    CheckResult,
+    Context,
+    Fail,
+    HeadBody,
+    Skip,
+    fail_if,
+    get,
+    get_re,
+    parse_head,
+    run_one,
+)
+from verifier.dsse import FormatError, load_public_key, parse_jcs, parse_json, raw_hex
+from verifier.ledger_reader import UnreadableInput, read_ledger
+from verifier.merkle import prefix_roots, verify_consistency
+from verifier.tensors import I64Array, from_arrays, pack_mask, read_safetensors, set_digest
+from verifier.tensors import sign_violations as violations
+
+FORMAT = "ulg/ledger/v1"
+CONFIG_FIELDS = ("base_digest", "sign_seed", "scale_bits", "threads", "public_key",
+                 "retain_vectors")
+
+
+def check_journal(ctx: Context) -> None:
+    if (ctx.dir / "journal.json").exists():
+        raise Fail("journal.json present: an interrupted write was never finished or rolled back")
+
+
+def check_public_key(ctx: Context) -> None:
+    given = raw_hex(ctx.key)
+    named = [("init event", ctx.init.get("public_key"))]
+    named += [("config", row["public_key"]) for row in ctx.db.config]
+    fail_if([f"{where} names key {k}, not the given {given}" for where, k in named if k != given])
+
+
+def check_events(ctx: Context) -> None:
+    problems = []
+    if not ctx.db.events:
+        raise Fail("the ledger has no events")
+    for i, (row, raw) in enumerate(zip(ctx.db.events, ctx.raw, strict=True)):
+        what = f"event {row.seq}"
+        try:
+            if row.seq != i:
+                raise Fail(f"seqs are not 0..{len(ctx.raw) - 1} (row {i} has seq {row.seq})")
+            ev = parse_jcs(raw, f"{what} payload")
+            if get(ev, "seq", int, what) != i:
+                raise Fail(f"{what}: payload seq is {ev['seq']}")
+            kind = get(ev, "kind", str, what)
+            if (kind == "init") != (i == 0) or kind not in ("init", "add", "unlearn"):
+                raise Fail(f"{what}: kind {kind!r} at this position")
+            if row.kind != kind or row.task_id != (None if i == 0 else ev.get("task_id")):
+                raise Fail(f"{what}: kind/task_id columns disagree with the payload")
+            get_re(ev, "time", TIME_RE, what)
+        except (Fail, FormatError) as exc:
+            problems.append(str(exc))
+    fail_if(problems)
+
+
+def check_config(ctx: Context) -> None:
+    if len(ctx.db.config) != 1:
+        raise Fail(f"config has {len(ctx.db.config)} rows, expected 1")
+    row, init, w = ctx.db.config[0], ctx.init, "init event"
+    problems = [f"format is {v!r}" for v in (row["format"], init.get("format")) if v != FORMAT]
+    if row["log_id"] != ctx.log_id:
+        problems.append(f"config log_id is not the leaf hash of event 0 ({ctx.log_id})")
+    problems += [f"config {k} is {row[k]!r}, init event has {init.get(k)!r}"
+                 for k in CONFIG_FIELDS
+                 if row[k] != init.get(k) or type(row[k]) is not type(init.get(k))]
+    fail_if(problems)
+    get_re(init, "base_digest", DIGEST_RE, w)
+    get_re(init, "state_digest", DIGEST_RE, w)
+    get(init, "retain_vectors", bool, w)
+    get(init, "base_files", dict, w)
+    for k, hi in (("sign_seed", 2**64), ("scale_bits", 63), ("threads", 2**31)):
+        if not 0 <= get(init, k, int, w) < hi:
+            raise Fail(f"init {k} out of range")
+    if any("embeddings." in n for n in ctx.trainable):
+        raise Fail("trainable lists an embeddings tensor")
+
+
+def parsed_heads(ctx: Context) -> list[HeadBody | str]:
+    out: list[HeadBody | str] = []
+    for h in ctx.db.heads:
+        try:
+            out.append(parse_head(ctx.key, h.body, h.signature, f"head {h.size}"))
+        except (Fail, FormatError) as exc:
+            out.append(str(exc))
+    return out
+
+
+def check_tree_heads(ctx: Context) -> None:
+    n = len(ctx.raw)
+    sizes = [h.size for h in ctx.db.heads]
+    problems = [] if sizes == list(range(1, n + 1)) else [
+        f"head sizes are {sizes[:5]}{'…' if len(sizes) > 5 else ''}, expected 1..{n}"]
+    roots = prefix_roots(ctx.tree.leaves)
+    for row, hb in zip(ctx.db.heads, parsed_heads(ctx), strict=True):
+        if isinstance(hb, str):
+            problems.append(hb)
+        elif hb.size != row.size or hb.log_id != ctx.log_id:
+            problems.append(f"head {row.size}: body size {hb.size} or log_id does not match")
+        elif not 1 <= hb.size <= n or roots[hb.size - 1] != hb.root:
+            problems.append(f"head {row.size}: root is not the MTH of the first {hb.size} events")
+    fail_if(problems)
+
+
+def check_consistency(ctx: Context) -> None:
+    heads = [h for h in parsed_heads(ctx) if isinstance(h, HeadBody)]
+    problems = []
+    for a, b in pairwise(heads):
+        if not a.size <= b.size <= len(ctx.raw):
+            problems.append(f"heads {a.size}→{b.size}: no such range of events")
+            continue
+        proof = ctx.tree.consistency_proof(a.size, b.size)
+        if not verify_consistency(a.size, b.size, a.root, b.root, proof):
+            problems.append(f"heads {a.size}→{b.size}: consistency proof fails")
+    fail_if(problems)
+
+
+def check_base(ctx: Context) -> None:
+    base = ctx.dir / "base"
+    tensors = read_safetensors(base / "model.safetensors")
+    problems = []
+    if set_digest(tensors) != ctx.init.get("base_digest"):
+        problems.append("base/model.safetensors does not match base_digest")
+    files: dict[str, object] = get(ctx.init, "base_files", dict, "init event")
+    for rel, want in files.items():
+        p = base / rel
+        if Path(rel).is_absolute() or ".." in Path(rel).parts or not p.is_file():
+            problems.append(f"base file {rel!r} is missing or outside base/")
+        elif hashlib.sha256(p.read_bytes()).hexdigest() != want:
+            problems.append(f"base/{rel} does not match its recorded SHA-256")
+    on_disk = {p.relative_to(base).as_posix() for p in base.rglob("*") if p.is_file()}
+    problems += [f"base/{f} is not listed in base_files" for f in sorted(on_disk - set(files))]
+    want = {n: t.shape for n, t in tensors.items() if "embeddings." not in n}
+    if want != ctx.trainable:
+        problems.append("trainable is not the non-embedding tensors of base/model.safetensors")
+    fail_if(problems)
+
+
+def check_replay(ctx: Context) -> None:
+    fail_if(ctx.replay.problems)
+
+
+def check_tasks_table(ctx: Context) -> None:
+    rows = {r["task_id"]: r for r in ctx.db.tasks}
+    problems = [f"tasks table lacks {t}" for t in sorted(set(ctx.replay.tasks) - set(rows))]
+    problems += [f"tasks table has unknown {t}" for t in sorted(set(rows) - set(ctx.replay.tasks))]
+    for tid, info in sorted(ctx.replay.tasks.items()):
+        row = rows.get(tid)
+        if row is not None:
+            bad = [k for k in row if k != "task_id" and row[k] != getattr(info, k)]
+            if bad:
+                problems.append(f"tasks row {tid}: {', '.join(bad)} disagree with the events")
+    fail_if(problems)
+
+
+def check_vectors(ctx: Context) -> None:
+    missing = ctx.unusable(ctx.replay.active)
+    retain = ctx.init.get("retain_vectors") is True
+    fail_if([f"{t}: {'missing though retain_vectors is true' if why == NOT_RETAINED else why}"
+             for t, why in missing.items() if retain or why != NOT_RETAINED])
+    if missing:
+        raise Skip(f"--no-retain-vectors: no vector for {', '.join(missing)}")
+
+
+def _active_sift(ctx: Context) -> list[str]:
+    return [t for t in sorted(ctx.replay.active) if ctx.replay.tasks[t].method == "sift"]
+
+
+def check_vector_signs(ctx: Context) -> None:
+    problems, unchecked = [], []
+    for tid in _active_sift(ctx):
+        if ctx.vector_problem(tid) is not None:
+            unchecked.append(tid)
+            continue
+        bad = sum(violations(q, ctx.signs(n)) for n, q in ctx.vector(tid).items())
+        if bad:
+            problems.append(f"task {tid}: {bad} entries with q·v < 0")
+    fail_if(problems)
+    if unchecked:
+        raise Skip(f"vectors unavailable for {', '.join(unchecked)}")
+
+
+def check_masks(ctx: Context) -> None:
+    problems = []
+    for tid in _active_sift(ctx):
+        path = ctx.dir / "masks" / f"{tid}.safetensors"
+        if not path.is_file():
+            problems.append(f"masks/{tid}.safetensors is missing")
+            continue
+        try:
+            masks = read_safetensors(path)
+            ctx.check_layout(masks, "U8", f"masks/{path.name}", packed=True)
+        except (Fail, FormatError) as exc:
+            problems.append(str(exc))
+            continue
+        if set_digest(masks) != ctx.replay.tasks[tid].mask_digest:
+            problems.append(f"masks/{path.name} does not match mask_digest")
+        for n, m in masks.items():
+            tail = math.prod(ctx.trainable[n]) % 8
+            if tail and m.data[-1] >> tail:
+                problems.append(f"masks/{path.name}: {n} has non-zero padding bits")
+        if ctx.vector_problem(tid) is None:
+            q = ctx.vector(tid)
+            if any(not np.array_equal(pack_mask(q[n]), masks[n].array()) for n in q):
+                problems.append(f"masks/{path.name} is not packbits(q ≠ 0) of its vector")
+    fail_if(problems)
+
+
+def check_deleted_files(ctx: Context) -> None:
+    problems = []
+    for sub in ("vectors", "masks"):
+        folder = ctx.dir / sub
+        for p in sorted(folder.glob("*.safetensors")) if folder.is_dir() else []:
+            info = ctx.replay.tasks.get(p.name.removesuffix(".safetensors"))
+            if info is None:
+                problems.append(f"{sub}/{p.name} belongs to no task in the log")
+            elif info.status == "unlearned":
+                problems.append(f"{sub}/{p.name} still exists for an unlearned task")
+            elif sub == "masks" and info.method == "ft":
+                problems.append(f"{sub}/{p.name} exists for an ft task")
+    fail_if(problems)
+
+
+def _state(ctx: Context) -> dict[str, I64Array]:
+    tensors = read_safetensors(ctx.dir / "state.safetensors")
+    ctx.check_layout(tensors, "I64", "state.safetensors")
+    return {n: t.array().astype(np.int64, copy=False) for n, t in tensors.items()}
+
+
+def check_state_digest(ctx: Context) -> None:
+    last = ctx.events[-1] if ctx.events else {}
+    want = last.get("state_digest" if len(ctx.events) == 1 else "state_digest_after")
+    got = set_digest(from_arrays(_state(ctx)))
+    if got != want:
+        raise Fail(f"state.safetensors has digest {got}, the last event says {want}")
+
+
+def check_state_sum(ctx: Context) -> None:
+    missing = ctx.unusable(ctx.replay.active)
+    if missing and ctx.init.get("retain_vectors") is False:
+        raise Skip(f"ledger made with --no-retain-vectors; vectors of {len(missing)} active "
+                   "tasks not retained")
+    if missing:
+        raise Skip("vectors missing or invalid: " + ", ".join(missing))
+    q = ctx.add_into(ctx.zeros(), ctx.replay.active)
+    state = _state(ctx)
+    diff = [n for n in q if not np.array_equal(q[n], state[n])]
+    if diff:
+        raise Fail(f"Q differs from the sum of active vectors in {len(diff)} tensors ({diff[0]}…)")
+
+
+def check_state_signs(ctx: Context) -> None:
+    ft = [t for t in sorted(ctx.replay.active) if ctx.replay.tasks[t].method != "sift"]
+    if ft:
+        raise Skip(f"active ft tasks ({', '.join(ft)}): Q need not satisfy the sign invariant")
+    bad = sum(violations(q, ctx.signs(n)) for n, q in _state(ctx).items())
+    if bad:
+        raise Fail(f"{bad} entries of Q with Q·v < 0")
+
+
+def check_state_history(ctx: Context) -> None:
+    """Recompute each past state whose active set is still retained; others need deleted vectors."""
+    problems, unchecked = [], []
+    if ctx.sum_digest(frozenset()) != ctx.init.get("state_digest"):
+        problems.append("init state_digest is not the digest of the all-zero Q")
+    q: dict[str, I64Array] | None = None
+    q_set: frozenset[str] = frozenset()
+    for seq, active, want in ctx.replay.history:
+        if ctx.unusable(active):
+            q = None
+            unchecked.append(seq)
+            continue
+        if q is None or not q_set <= active:
+            q = ctx.zeros()
+            q_set = frozenset()
+        q, q_set = ctx.add_into(q, active - q_set), active
+        got = ctx.sum_digests.setdefault(active, set_digest(from_arrays(q)))
+        if got != want:
+            problems.append(f"event {seq}: recomputed state {got}, recorded {want}")
+    fail_if(problems)
+    if unchecked:
+        raise Skip(f"recomputed {len(ctx.replay.history) - len(unchecked)} of "
+                   f"{len(ctx.replay.history)} states; the rest need vectors no longer retained")
+
+
+def check_certificate_files(ctx: Context) -> None:
+    unlearns = {i.unlearn_seq: t for t, i in ctx.replay.tasks.items() if i.unlearn_seq is not None}
+    rows = {seq: (tid, env) for seq, tid, env in ctx.db.certificates}
+    problems = [f"unlearn event {s} has no certificate" for s in sorted(set(unlearns) - set(rows))]
+    folder = ctx.dir / "certificates"
+    for seq, (tid, env) in sorted(rows.items()):
+        path = folder / f"{seq}.dsse.json"
+        if unlearns.get(seq) != tid:
+            problems.append(f"certificate row {seq} is not for the unlearn event of {tid}")
+        if not path.is_file() or env is None or path.read_bytes() != env.encode("utf-8"):
+            problems.append(f"certificates/{seq}.dsse.json is missing or differs from its row")
+    files = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
+    problems += [f"certificates/{f} has no row" for f in sorted(files - {
+        f"{s}.dsse.json" for s in rows})]
+    fail_if(problems)
+
+
+AUDIT: tuple[tuple[str, Callable[[Context], None]], ...] = (
+    ("journal", check_journal), ("public-key", check_public_key), ("events", check_events),
+    ("config", check_config), ("tree-heads", check_tree_heads),
+    ("consistency", check_consistency), ("base", check_base), ("replay", check_replay),
+    ("tasks-table", check_tasks_table), ("vectors", check_vectors),
+    ("vector-signs", check_vector_signs), ("masks", check_masks),
+    ("deleted-files", check_deleted_files), ("state-digest", check_state_digest),
+    ("state-history", check_state_history), ("state-sum", check_state_sum),
+    ("state-signs", check_state_signs), ("certificate-files", check_certificate_files),
+)
+
+
+def _context(ledger_dir: Path, public_key_pem: bytes) -> Context:
+    try:
+        key = load_public_key(public_key_pem)
+    except FormatError as exc:
+        raise UnreadableInput(f"public key: {exc}") from None
+    return Context(ledger_dir, key, read_ledger(ledger_dir))
+
+
+def run_audit(ledger_dir: Path, public_key_pem: bytes) -> list[CheckResult]:
+    """Every audit check, then each stored certificate as one line (or its non-ok parts)."""
+    ctx = _context(ledger_dir, public_key_pem)
+    results = [run_one(name, partial(fn, ctx)) for name, fn in AUDIT]
+    for seq, _, env in ctx.db.certificates:
+        name = f"certificate[{seq}]"
+        sub = certificate_checks(ctx, (env or "").encode("utf-8"))
+        if all(r.status != "FAIL" for r in sub):
+            results.append(CheckResult(name, "ok"))
+        results += [CheckResult(f"{name}/{r.name}", r.status, r.detail)
+                    for r in sub if r.status != "ok"]
+    return results
+
+
+def run_check(ledger_dir: Path, certificate: bytes, public_key_pem: bytes) -> list[CheckResult]:
+    """The §7 certificate checks of one envelope against one ledger, plus the key binding."""
+    try:
+        parse_json(certificate, "certificate")
+    except FormatError as exc:
+        raise UnreadableInput(str(exc)) from None
+    ctx = _context(ledger_dir, public_key_pem)
+    return [run_one("public-key", partial(check_public_key, ctx)),
+            *certificate_checks(ctx, certificate)]
