@@ -49,10 +49,9 @@ class _Cert:
         return self.heads
 
     def envelope(self) -> None:
-        env = parse_envelope(parse_json(self.data, "certificate"))
-        if env.payload_type != IN_TOTO_PAYLOAD_TYPE:
-            raise Fail(f"payloadType is {env.payload_type!r}")
-        self.env = env
+        self.env = parse_envelope(parse_json(self.data, "certificate"))
+        if self.env.payload_type != IN_TOTO_PAYLOAD_TYPE:
+            raise Fail(f"payloadType is {self.env.payload_type!r}")
 
     def signature(self) -> None:
         if self.env is None:
@@ -140,8 +139,8 @@ class _Cert:
         bad += [k for k, v in (("method", info.method), ("data_hash", info.data_hash),
                                ("n_records", info.n_records), ("vector_digest", info.vector_digest))
                 if p[k] != v and k not in bad]
-        if self.env is not None and ev.get("certificate_sha256") != hashlib.sha256(
-                self.env.payload).hexdigest():
+        if self.env is not None and "certificate_sha256" in ev and ev[
+                "certificate_sha256"] != hashlib.sha256(self.env.payload).hexdigest():
             bad.append("certificate_sha256 (event) vs the statement bytes")
         if bad:
             raise Fail(f"differs from the ledger's events in {', '.join(bad)}")

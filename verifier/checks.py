@@ -283,7 +283,7 @@ def check_state_signs(ctx: Context) -> None:
 
 def check_state_history(ctx: Context) -> None:
     """Recompute each past state whose active set is still retained; others need deleted vectors."""
-    problems, unchecked = [], []
+    problems, unchecked, lacking = [], [], set()
     if ctx.sum_digest(frozenset()) != ctx.init.get("state_digest"):
         problems.append("init state_digest is not the digest of the all-zero Q")
     q: dict[str, I64Array] | None = None
@@ -292,6 +292,7 @@ def check_state_history(ctx: Context) -> None:
         if ctx.unusable(active):
             q = None
             unchecked.append(seq)
+            lacking |= set(ctx.unusable(active))
             continue
         if q is None or not q_set <= active:
             q = ctx.zeros()
@@ -303,7 +304,8 @@ def check_state_history(ctx: Context) -> None:
     fail_if(problems)
     if unchecked:
         raise Skip(f"recomputed {len(ctx.replay.history) - len(unchecked)} of "
-                   f"{len(ctx.replay.history)} states; the rest need vectors no longer retained")
+                   f"{len(ctx.replay.history)} states; the rest need vectors not available: "
+                   + ", ".join(sorted(lacking)))
 
 
 def check_certificate_files(ctx: Context) -> None:

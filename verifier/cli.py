@@ -26,22 +26,27 @@ def _read(path: Path, what: str) -> bytes:
         raise UnreadableInput(f"cannot read {what} {path}: {exc.strerror}") from None
 
 
+def _first_line(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [""])[0]
+
+
 def _report(run: Callable[[], list[CheckResult]]) -> None:
     try:
         results = run()
     except UnreadableInput as exc:
-        click.echo(f"error: {exc}", err=True)
+        click.echo(f"error: {_first_line(exc)}", err=True)
         sys.exit(1)
     except Exception as exc:
-        click.echo(f"error: verification could not complete: {type(exc).__name__}: {exc}",
-                   err=True)
+        click.echo(f"error: verification could not complete: {type(exc).__name__}: "
+                   f"{_first_line(exc)}", err=True)
         sys.exit(1)
     for r in results:
         click.echo(r.line())
     failed = [r for r in results if r.status == "FAIL"]
     if failed:
-        click.echo(f"error: verification failed: {len(failed)} check(s) failed, first "
-                   f"{failed[0].name}: {failed[0].detail}", err=True)
+        first = failed[0].line().removeprefix("FAIL: ")
+        click.echo(f"error: verification failed: {len(failed)} check(s) failed, first {first}",
+                   err=True)
         sys.exit(1)
 
 

@@ -49,7 +49,7 @@ class CheckResult:
     def line(self) -> str:
         if self.status == "ok":
             return f"ok: {self.name}"
-        return f"{self.status}: {self.name}: {self.detail}"
+        return f"{self.status}: {self.name}: {' '.join(self.detail.split())}"  # one line
 
 
 class Fail(Exception):
@@ -149,14 +149,16 @@ def replay(events: list[dict[str, Any]]) -> Replay:
     prev = events[0].get("state_digest") if events else None
     for seq, ev in enumerate(events[1:], start=1):
         try:
-            _apply(r, seq, ev, prev)
+            _apply(r, seq, ev, prev, events[0])
         except Exception as exc:
             r.problems.append(f"event {seq}: {exc}")
         prev = ev.get("state_digest_after")
     return r
 
 
-def _apply(r: Replay, seq: int, ev: dict[str, Any], prev: object) -> None:
+def _apply(r: Replay, seq: int, ev: dict[str, Any], prev: object, init: dict[str, Any]) -> None:
+    if not ev:
+        raise Fail("payload is not a JSON object")
     what = f"{ev.get('kind')} event"
     tid = get_re(ev, "task_id", TASK_RE, what)
     if ev.get("kind") == "add":
@@ -168,6 +170,11 @@ def _apply(r: Replay, seq: int, ev: dict[str, Any], prev: object) -> None:
         mask = get_re(ev, "mask_digest", DIGEST_RE, what) if method == "sift" else None
         if method == "ft" and ev.get("mask_digest", 0) is not None:
             raise Fail("an ft task must have mask_digest null")
+        spec = get(ev, "spec", dict, what)
+        get(ev, "determinism", dict, what)
+        bad = [k for k in ("sign_seed", "threads") if spec.get(k) != init.get(k)]
+        if spec.get("method") != method or bad:
+            raise Fail(f"spec disagrees with the event or ledger on {bad or ['method']}")
         r.tasks[tid] = TaskInfo(method, "active", seq, None, get_re(ev, "data_hash", HEX_RE, what),
                                 get_re(ev, "vector_digest", DIGEST_RE, what), mask,
                                 get(ev, "n_records", int, what))
@@ -180,7 +187,6 @@ def _apply(r: Replay, seq: int, ev: dict[str, Any], prev: object) -> None:
             raise Fail(f"vector_digest differs from the one recorded at add (seq {info.add_seq})")
         if get(ev, "replayed_digest", str, what) != info.vector_digest:
             raise Fail("replayed_digest differs from vector_digest")
-        get_re(ev, "certificate_sha256", HEX_RE, what)
         info.status, info.unlearn_seq = "unlearned", seq
         r.active.discard(tid)
     else:
@@ -191,6 +197,10 @@ def _apply(r: Replay, seq: int, ev: dict[str, Any], prev: object) -> None:
     if get(ev, "state_digest_before", str, what) != prev:
         raise Fail("state_digest_before is not the previous event's state digest")
     r.history.append((seq, frozenset(r.active), get_re(ev, "state_digest_after", DIGEST_RE, what)))
+    # FORMAT.md §6 lists certificate_sha256, but the statement signs this event's leaf hash,
+    # so the event cannot also hash the statement (a cycle): checked only when present.
+    if ev["kind"] == "unlearn" and "certificate_sha256" in ev:
+        get_re(ev, "certificate_sha256", HEX_RE, what)
 
 
 class Context:

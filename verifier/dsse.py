@@ -66,7 +66,7 @@ def _no_constants(name: str) -> object:
 def parse_json(data: bytes | str, what: str) -> Any:
     try:
         return json.loads(data, parse_constant=_no_constants)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         raise FormatError(f"{what} is not JSON: {exc}") from None
 
 

@@ -97,7 +97,7 @@ def set_digest(tensors: Mapping[str, Tensor]) -> str:
     return "sha256:" + h.hexdigest()
 
 
-def from_arrays(arrays: Mapping[str, npt.NDArray[np.generic]]) -> dict[str, Tensor]:
+def from_arrays(arrays: Mapping[str, npt.NDArray[Any]]) -> dict[str, Tensor]:
     """Wrap computed arrays (e.g. a recomputed Q) so they digest exactly like a file would."""
     out = {}
     for name, a in arrays.items():

@@ -1,0 +1,106 @@
+"""Shared fixtures: one tiny base model, one key and four small tasks per session."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+BIN = Path(sys.executable).parent
+_WORDS = {
+    1: "good great fun lovely superb moving clever charming".split(),
+    0: "bad awful dull boring weak messy tedious bland".split(),
+}
+
+
+@dataclass(frozen=True)
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture(scope="session")
+def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from ledger._internal.basemodel import build_tiny
+
+    out = tmp_path_factory.mktemp("base") / "tiny"
+    build_tiny(out, seed=0)
+    return out
+
+
+@pytest.fixture(scope="session")
+def key(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from ledger._internal.keys import generate
+
+    path = tmp_path_factory.mktemp("keys") / "ledger.key"
+    generate(path)
+    return path
+
+
+def _task_records(task: str, n: int) -> list[dict[str, object]]:
+    rng = random.Random(task)
+    records = []
+    for _ in range(n):
+        label = rng.randint(0, 1)
+        words = [rng.choice(_WORDS[label]), rng.choice(_WORDS[rng.randint(0, 1)]), "movie"]
+        records.append({"text": " ".join(words), "label": label, "user": task})
+    return records
+
+
+@pytest.fixture(scope="session")
+def task_data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("data")
+    paths = {}
+    for task in "abcd":
+        path = folder / f"{task}.jsonl"
+        path.write_text("".join(json.dumps(r) + "\n" for r in _task_records(task, 24)))
+        paths[task] = path
+    return paths
+
+
+def run_cli(tool: str, *args: str | Path) -> Result:
+    """The installed console script in a fresh process, exactly as a user runs it."""
+    proc = subprocess.run(
+        [str(BIN / tool), *map(str, args)], capture_output=True, text=True, check=False
+    )
+    return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+@pytest.fixture
+def ledger_cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., Result]:
+    """``ledger`` in this process: the same entry point, without a torch import per call."""
+    from ledger.cli import main
+
+    def run(*args: str | Path) -> Result:
+        capsys.readouterr()
+        try:
+            main([str(a) for a in args])
+            code = 0
+        except SystemExit as exc:
+            code = int(exc.code or 0)
+        captured = capsys.readouterr()
+        return Result(code, captured.out, captured.err)
+
+    return run
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    """Every file's hash under root but the lock file: 'nothing changed' made checkable."""
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name != "LOCK"
+    }

@@ -1,0 +1,207 @@
+"""The whole path through the real CLI: tiny model, real DuckDB, real keys, the verifier."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Result, run_cli, tree_digest
+
+
+@pytest.fixture(scope="module")
+def history(
+    tmp_path_factory: pytest.TempPathFactory, tiny_base: Path, key: Path,
+    task_data: dict[str, Path],
+) -> dict[str, Path]:
+    """Ledger A adds a, b, c, d and unlearns c; ledger B adds d, b, a (other processes)."""
+    root = tmp_path_factory.mktemp("history")
+    a, b = root / "A", root / "B"
+    for led in (a, b):
+        assert run_cli("ledger", "init", led, "--base", tiny_base, "--key", key).code == 0
+    for task in "abcd":
+        assert run_cli("ledger", "add", a, "--task", task, "--data", task_data[task]).code == 0
+    cert = root / "c.dsse.json"
+    done = run_cli(
+        "ledger", "unlearn", a, "--task", "c", "--data", task_data["c"], "--certificate", cert
+    )
+    assert done.code == 0, done.err
+    for task in "dba":
+        assert run_cli("ledger", "add", b, "--task", task, "--data", task_data[task]).code == 0
+    return {"A": a, "B": b, "cert": cert, "pub": key.with_name(key.name + ".pub")}
+
+
+def _status(led: Path) -> dict[str, object]:
+    result = run_cli("ledger", "status", led, "--json")
+    assert result.code == 0, result.err
+    status: dict[str, object] = json.loads(result.out)
+    return status
+
+
+def test_unlearning_equals_never_having_added(history: dict[str, Path]) -> None:
+    a, b = _status(history["A"]), _status(history["B"])
+    assert a["active"] == b["active"] == ["a", "b", "d"]
+    assert a["unlearned"] == ["c"]
+    assert a["state_digest"] == b["state_digest"]
+    assert a["tree_size"] == 6 and b["tree_size"] == 4
+    tasks_a, tasks_b = a["tasks"], b["tasks"]
+    assert isinstance(tasks_a, dict) and isinstance(tasks_b, dict)
+    for task in "abd":  # same id, data, base and seed -> same vector in any ledger
+        assert tasks_a[task]["digest"] == tasks_b[task]["digest"]
+
+
+def test_verifier_passes_on_both_ledgers(history: dict[str, Path]) -> None:
+    for led in (history["A"], history["B"]):
+        audit = run_cli("verifier", "audit", "--ledger", led, "--public-key", history["pub"])
+        assert audit.code == 0, audit.out + audit.err
+        assert "FAIL" not in audit.out and "ok" in audit.out
+    check = run_cli(
+        "verifier", "check", "--ledger", history["A"], "--certificate", history["cert"],
+        "--public-key", history["pub"],
+    )
+    assert check.code == 0, check.out + check.err
+
+
+def test_unlearning_deletes_the_task_files(history: dict[str, Path]) -> None:
+    a = history["A"]
+    assert not (a / "vectors" / "c.safetensors").exists()
+    assert not (a / "masks" / "c.safetensors").exists()
+    assert (a / "certificates" / "5.dsse.json").read_bytes() == history["cert"].read_bytes()
+
+
+def test_other_tasks_masks_and_served_models_are_those_of_the_remaining_merge(
+    history: dict[str, Path],
+) -> None:
+    from ledger._internal.ledgerdir import open_ledger
+    from ledger._internal.serve import served_deltas
+
+    a, b = history["A"], history["B"]
+    for task in "abd":
+        assert (a / "masks" / f"{task}.safetensors").read_bytes() == (
+            b / "masks" / f"{task}.safetensors"
+        ).read_bytes()
+        with open_ledger(a) as led_a, open_ledger(b) as led_b:
+            deltas_a, how_a = served_deltas(led_a, task)
+            deltas_b, how_b = served_deltas(led_b, task)
+        assert how_a == how_b == "masked"
+        assert all(deltas_a[n].tobytes() == deltas_b[n].tobytes() for n in deltas_a)
+
+
+def test_predict_and_export(history: dict[str, Path], tmp_path: Path) -> None:
+    a = history["A"]
+    served = run_cli("ledger", "predict", a, "--task", "a", "--text", "great fun movie", "--json")
+    assert served.code == 0, served.err
+    assert json.loads(served.out)["served"] == "masked"
+    gone = run_cli("ledger", "predict", a, "--task", "c", "--text", "great fun movie", "--json")
+    assert json.loads(gone.out)["served"] == "unmasked"
+    out = tmp_path / "export"
+    assert run_cli("ledger", "export", a, "--task", "a", out).code == 0
+    assert (out / "model.safetensors").is_file() and (out / "config.json").is_file()
+
+
+# --- refusals: one error line, exit code, nothing changed -----------------------------------
+
+
+@pytest.fixture
+def fresh(history: dict[str, Path], tmp_path: Path) -> Path:
+    copy = tmp_path / "ledger"
+    shutil.copytree(history["A"], copy)
+    return copy
+
+
+def _refused(result: Result, code: int, message: str) -> None:
+    assert result.code == code, result
+    lines = result.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.err
+    assert message in lines[0], lines[0]
+
+
+def test_unlearn_with_changed_data_is_refused_and_changes_nothing(
+    fresh: Path, task_data: dict[str, Path], tmp_path: Path, ledger_cli: Callable[..., Result]
+) -> None:
+    changed = tmp_path / "a-changed.jsonl"
+    lines = task_data["a"].read_text().splitlines()
+    changed.write_text("\n".join([lines[1], lines[0], *lines[2:]]) + "\n")
+    before = tree_digest(fresh)
+    result = ledger_cli(
+        "unlearn", fresh, "--task", "a", "--data", changed, "--certificate", tmp_path / "x.json"
+    )
+    _refused(result, 1, "data hash")
+    assert tree_digest(fresh) == before
+    assert not (tmp_path / "x.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["add", "{L}", "--task", "a", "--data", "{a}"], 1, "ids are never reused"),
+        (["add", "{L}", "--task", "c", "--data", "{c}"], 1, "unlearned in this ledger"),
+        (["add", "{L}", "--task", "../x", "--data", "{a}"], 2, "invalid task id"),
+        (["add", "{L}", "--task", "e", "--data", "{missing}"], 1, "cannot read data file"),
+        (["add", "{L}", "--task", "e", "--data", "{truncated}"], 1, "malformed JSON"),
+        (["add", "{L}", "--task", "e", "--data", "{a}", "--key", "{otherkey}"], 1,
+         "not this ledger's key"),
+        (["unlearn", "{L}", "--task", "zz", "--data", "{a}", "--certificate", "{cert}"], 1,
+         "no task 'zz'"),
+        (["unlearn", "{L}", "--task", "c", "--data", "{c}", "--certificate", "{cert}"], 1,
+         "already unlearned"),
+        (["status", "{nowhere}", "--json"], 1, "is not a ledger"),
+        (["add", "{L}", "--task", "e"], 2, "Missing option '--data'"),
+        (["init", "{L}", "--base", "{base}", "--key", "{key}"], 1, "already holds a ledger"),
+    ],
+    ids=["reused-id", "unlearned-id", "path-in-task-id", "missing-data", "truncated-data",
+         "wrong-signing-key", "unknown-task", "double-unlearn", "not-a-ledger", "usage",
+         "init-over-ledger"],
+)
+def test_bad_input_is_one_error_line_and_changes_nothing(
+    fresh: Path, task_data: dict[str, Path], tmp_path: Path, tiny_base: Path, key: Path,
+    ledger_cli: Callable[..., Result], args: list[str], code: int, message: str,
+) -> None:
+    from ledger._internal.keys import generate
+
+    truncated = tmp_path / "truncated.jsonl"
+    truncated.write_bytes(task_data["a"].read_bytes()[:-9])
+    generate(tmp_path / "other.key")
+    values = {
+        "L": fresh, "a": task_data["a"], "c": task_data["c"], "missing": tmp_path / "none.jsonl",
+        "truncated": truncated, "otherkey": tmp_path / "other.key", "cert": tmp_path / "x.json",
+        "nowhere": tmp_path / "nowhere", "base": tiny_base, "key": key,
+    }
+    before = tree_digest(fresh)
+    result = ledger_cli(*[a.format(**values) for a in args])
+    _refused(result, code, message)
+    assert tree_digest(fresh) == before
+
+
+def test_overflowing_vector_is_refused(
+    tmp_path: Path, tiny_base: Path, key: Path, task_data: dict[str, Path],
+    ledger_cli: Callable[..., Result],
+) -> None:
+    """At scale 2^-62 an entry of |τ| >= 2 no longer fits in int64; a big lr makes one."""
+    led = tmp_path / "led"
+    assert ledger_cli("init", led, "--base", tiny_base, "--key", key, "--scale-bits", "62").code == 0
+    before = tree_digest(led)
+    result = ledger_cli(
+        "add", led, "--task", "a", "--data", task_data["a"], "--lr", "5", "--steps", "3",
+        "--method", "ft",
+    )
+    _refused(result, 1, "overflows int64")
+    assert tree_digest(led) == before
+
+
+def test_a_second_writer_is_refused_naming_the_holder(fresh: Path) -> None:
+    from ledger._internal.journal import writer_lock
+
+    with writer_lock(fresh):
+        result = run_cli("ledger", "status", fresh, "--json")
+    _refused(result, 1, "is locked by pid")
+
+
+def test_keygen_refuses_to_overwrite(key: Path, ledger_cli: Callable[..., Result]) -> None:
+    before = key.read_bytes()
+    _refused(ledger_cli("keygen", key), 1, "refusing to overwrite")
+    assert key.read_bytes() == before
+    assert oct(key.stat().st_mode & 0o777) == "0o600"

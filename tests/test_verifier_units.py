@@ -1,0 +1,250 @@
+"""Unit tests of the independent verifier's own primitives: Merkle, DSSE, digests, sign vector.
+
+Known answers come from outside this project (RFC 6962/9162 test vectors as used by
+transparency-dev/merkle, the DSSE spec) or from hand computations with hashlib, so a
+bug shared by `ledger/` and `verifier/` would still be caught here.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import random
+import struct
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+from click.testing import CliRunner
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from safetensors.numpy import save_file
+
+from verifier.cli import main
+from verifier.dsse import FormatError, b64decode, pae, parse_envelope, parse_jcs
+from verifier.merkle import (
+    MerkleTree,
+    leaf_hash,
+    prefix_roots,
+    verify_consistency,
+    verify_inclusion,
+)
+from verifier.tensors import (
+    Tensor,
+    checked_add,
+    from_arrays,
+    pack_mask,
+    read_safetensors,
+    set_digest,
+    sign_bits,
+    sign_violations,
+)
+
+# RFC 6962 test leaves and roots (transparency-dev/merkle testonly/constants.go).
+CT_LEAVES = [bytes.fromhex(h) for h in ("", "00", "10", "2021", "3031", "40414243",
+                                         "5051525354555657", "606162636465666768696a6b6c6d6e6f")]
+CT_ROOTS = [
+    "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+    "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d",
+    "fac54203e7cc696cf0dfcb42c92a1d9dbaf70ad9e621f4bd8d98662f00e3c125",
+    "aeb6bcfe274b70a14fb067a5e5578264db0fa9b51af5e0ba159158f329e06e77",
+    "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7",
+    "4e3bbb1f7b478dcfe71fb631631519a3bca12c9aefca1612bfce4c13a86264d4",
+    "76e67dadbcdf1e10e1b74ddc608abd2f98dfb16fbce75277b5232a127f2087ef",
+    "ddb89be403809e325750d3d263cd78929c2942b7942a34b77e122c9594a74c8c",
+    "5dc9da79a70659a9ad559cb701ded9a2ab9d823aad2f4960cfe370eff4604328",
+]
+CT_CONSISTENCY = {
+    (1, 8): ["96a296d224f285c67bee93c30f8a309157f0daa35dc5b87e410b78630a09cfc7",
+             "5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
+             "6b47aaf29ee3c2af9af889bc1fb9254dabd31177f16232dd6aab035ca39bf6e4"],
+    (6, 8): ["0ebc5d3437fbe2db158b9f126a1d118e308181031d0a949f8dededebc558ef6a",
+             "ca854ea128ed050b41b35ffc1b87b8eb2bde461e9e3b5596ece6b9d5975a0ae0",
+             "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7"],
+    (2, 5): ["5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
+             "bc1a0643b12e4d2d7c77918f44e0f4f79a838b6cf9ec5b5c283e1f4d88599e6b"],
+}
+
+
+def test_merkle_known_roots() -> None:
+    tree = MerkleTree.from_data(CT_LEAVES)
+    for n, want in enumerate(CT_ROOTS):
+        assert tree.mth(0, n).hex() == want
+    assert [r.hex() for r in prefix_roots(tree.leaves)] == CT_ROOTS[1:]
+
+
+def test_merkle_known_proofs() -> None:
+    tree = MerkleTree.from_data(CT_LEAVES)
+    for (m, n), want in CT_CONSISTENCY.items():
+        proof = tree.consistency_proof(m, n)
+        assert [p.hex() for p in proof] == want
+        assert verify_consistency(m, n, bytes.fromhex(CT_ROOTS[m]), bytes.fromhex(CT_ROOTS[n]),
+                                  proof)
+    path = tree.inclusion_path(0, 8)
+    assert [p.hex() for p in path] == CT_CONSISTENCY[(1, 8)]
+    assert verify_inclusion(0, 8, leaf_hash(b""), path, bytes.fromhex(CT_ROOTS[8]))
+
+
+def _flip(proof: list[bytes], i: int) -> list[bytes]:
+    return [bytes([p[0] ^ 1]) + p[1:] if j == i else p for j, p in enumerate(proof)]
+
+
+def test_merkle_random_trees_accept_and_mutations_reject() -> None:
+    rng = random.Random(7)
+    for n in range(1, 34):
+        data = [bytes([j]) + rng.randbytes(rng.randrange(0, 9)) for j in range(n)]  # distinct
+        tree = MerkleTree.from_data(data)
+        root = tree.mth()
+        roots = prefix_roots(tree.leaves)
+        assert roots[-1] == root
+        for i in range(n):
+            leaf, path = tree.leaves[i], tree.inclusion_path(i, n)
+            assert verify_inclusion(i, n, leaf, path, root)
+            for k in range(len(path)):
+                assert not verify_inclusion(i, n, leaf, _flip(path, k), root), "modified-proof"
+            if path:
+                assert not verify_inclusion(i, n, leaf, path[:-1], root), "truncated-proof"
+            assert not verify_inclusion(i, n, leaf, [*path, root], root), "extended-proof"
+            assert not verify_inclusion(i, n, leaf, path, leaf_hash(b"x")), "wrong-root"
+            # a size with a longer path (the RFC check binds size only through path shape)
+            assert not verify_inclusion(i, 2 * n + 1, leaf, path, root), "wrong-size"
+            assert not verify_inclusion(i, n, leaf_hash(b"other"), path, root), "wrong-leaf"
+            if n > 1:
+                assert not verify_inclusion((i + 1) % n, n, leaf, path, root), "wrong-index"
+        for m in range(1, n + 1):
+            proof, old = tree.consistency_proof(m, n), roots[m - 1]
+            assert verify_consistency(m, n, old, root, proof)
+            if m == n:
+                assert not verify_consistency(m, n, old, leaf_hash(b"x"), proof)
+                continue
+            for k in range(len(proof)):
+                assert not verify_consistency(m, n, old, root, _flip(proof, k)), "modified-proof"
+            assert not verify_consistency(m, n, old, root, proof[:-1]), "truncated-proof"
+            assert not verify_consistency(m, n, old, leaf_hash(b"x"), proof), "wrong-root"
+            assert not verify_consistency(m, n, leaf_hash(b"x"), root, proof), "wrong-old-root"
+            assert not verify_consistency(m, n, root, old, proof), "swapped-roots"
+            if m + 1 < n:
+                assert not verify_consistency(m + 1, n, old, root, proof), "wrong-size"
+
+
+def test_dsse_pae_vector_and_envelope() -> None:
+    assert pae("http://example.com/HelloWorld", b"hello world") == (
+        b"DSSEv1 29 http://example.com/HelloWorld 11 hello world")
+    key = Ed25519PrivateKey.generate()
+    payload = b'{"a":1}'
+    sig = key.sign(pae("application/vnd.in-toto+json", payload))
+    env = {"payload": base64.b64encode(payload).decode(),
+           "payloadType": "application/vnd.in-toto+json",
+           "signatures": [{"keyid": "hint", "sig": base64.b64encode(sig).decode()}]}
+    assert parse_envelope(env).signed_by(key.public_key())
+    env["payloadType"] = "application/json"
+    assert not parse_envelope(env).signed_by(key.public_key())
+    with pytest.raises(FormatError):
+        b64decode("aGVsbG8", "unpadded")
+    with pytest.raises(FormatError):
+        parse_jcs(b'{"b":1,"a":2}', "unsorted")
+    assert parse_jcs(b'{"a":2,"b":[1,"x"]}', "canonical") == {"a": 2, "b": [1, "x"]}
+
+
+def _hand_tensor_digest(name: str, dtype: str, shape: list[int], data: bytes) -> bytes:
+    meta = json.dumps({"dtype": dtype, "name": name, "shape": shape},
+                      separators=(",", ":"), sort_keys=True).encode()
+    chunks = b"".join(hashlib.sha256(data[i:i + 2**24]).digest()
+                      for i in range(0, len(data), 2**24))
+    return hashlib.sha256(b"ulg:tensor:v1\x00" + meta + b"\x00" + chunks).digest()
+
+
+def test_set_digest_by_hand(tmp_path: Path) -> None:
+    a = np.array([[1, -2, 3]], dtype=np.int64)
+    b = np.array([255, 0], dtype=np.uint8)
+    e = np.zeros((0, 4), dtype=np.int64)
+    # "Z" sorts first by UTF-8 bytes
+    arrays: dict[str, npt.NDArray[Any]] = {"b.w": b, "a.w": a, "Z": e}
+    want = hashlib.sha256(
+        b"ulg:tensorset:v1\x00" + struct.pack("<Q", 3)
+        + _hand_tensor_digest("Z", "I64", [0, 4], b"")
+        + _hand_tensor_digest("a.w", "I64", [1, 3], struct.pack("<3q", 1, -2, 3))
+        + _hand_tensor_digest("b.w", "U8", [2], b"\xff\x00")).hexdigest()
+    assert set_digest(from_arrays(arrays)) == "sha256:" + want
+    save_file(arrays, str(tmp_path / "t.safetensors"), metadata={"ignored": "yes"})
+    assert set_digest(read_safetensors(tmp_path / "t.safetensors")) == "sha256:" + want
+
+
+def test_set_digest_chunks_large_tensor() -> None:
+    data = bytes(range(256)) * (2**16) + b"tail!"  # 16 MiB + 5 bytes: two chunks
+    t = {"big": Tensor("U8", (len(data),), memoryview(data))}
+    chunks = hashlib.sha256(data[: 2**24]).digest() + hashlib.sha256(b"tail!").digest()
+    meta = b'{"dtype":"U8","name":"big","shape":[16777221]}'
+    td = hashlib.sha256(b"ulg:tensor:v1\x00" + meta + b"\x00" + chunks).digest()
+    want = hashlib.sha256(b"ulg:tensorset:v1\x00" + struct.pack("<Q", 1) + td).hexdigest()
+    assert set_digest(t) == "sha256:" + want
+    one_chunk = hashlib.sha256(b"ulg:tensor:v1\x00" + meta + b"\x00"
+                               + hashlib.sha256(data).digest()).digest()
+    assert td != one_chunk
+
+
+def test_read_safetensors_rejects_tampered_headers(tmp_path: Path) -> None:
+    path = tmp_path / "v.safetensors"
+    save_file({"w": np.arange(6, dtype=np.int64)}, str(path))
+    blob = path.read_bytes()
+    for bad in (blob[:5], blob[:-8], b"\xff" * 8 + blob[8:], blob.replace(b'"I64"', b'"I32"'),
+                blob.replace(b"[6]", b"[7]")):
+        path.write_bytes(bad)
+        with pytest.raises(FormatError):
+            read_safetensors(path)
+
+
+def test_sign_vector_by_hand() -> None:
+    seed, name, numel = 12345, "bert.encoder.layer.0.output.dense.weight", 21
+    stream = hashlib.shake_256(b"ulg:sign:v1\x00" + struct.pack("<Q", seed)
+                               + name.encode()).digest(3)
+    want = [bool(stream[i // 8] >> (i % 8) & 1) for i in range(numel)]
+    assert sign_bits(seed, name, numel).tolist() == want
+    plus = np.array(want)
+    q = np.where(plus, 5, -5).astype(np.int64)
+    assert sign_violations(q, plus) == 0
+    q[0] = -q[0]
+    q[1] = np.iinfo(np.int64).min if plus[1] else np.iinfo(np.int64).max
+    assert sign_violations(q, plus) == 2
+
+
+def test_pack_mask_little_bit_order() -> None:
+    q = np.array([[0, 7, 0], [0, 0, 0], [0, 0, -1], [0, 0, 0]], dtype=np.int64)  # 12 entries
+    assert pack_mask(q).tolist() == [0b0000_0010, 0b0000_0001]  # bits 1 and 8; padding zero
+
+
+def test_checked_add_detects_overflow() -> None:
+    top = np.array([np.iinfo(np.int64).max, 0], dtype=np.int64)
+    bottom = np.array([np.iinfo(np.int64).min, 0], dtype=np.int64)
+    one = np.array([1, 1], dtype=np.int64)
+    with pytest.raises(OverflowError):
+        checked_add(top, one, "w")
+    with pytest.raises(OverflowError):
+        checked_add(bottom, -one, "w")
+    assert checked_add(top, -one, "w").tolist() == [np.iinfo(np.int64).max - 1, -1]
+    assert checked_add(top, bottom, "w").tolist() == [-1, 0]
+
+
+def test_cli_unreadable_inputs_are_error_lines(tmp_path: Path) -> None:
+    key = Ed25519PrivateKey.generate().public_key()
+    pub = tmp_path / "k.pub"
+    pub.write_bytes(key.public_bytes(serialization.Encoding.PEM,
+                                     serialization.PublicFormat.SubjectPublicKeyInfo))
+    runner = CliRunner()
+    r = runner.invoke(main, ["audit", "--ledger", str(tmp_path / "nope"), "--public-key", str(pub)])
+    assert r.exit_code == 1 and r.stderr.startswith("error: ") and "Traceback" not in r.output
+    (tmp_path / "led").mkdir()
+    r = runner.invoke(main, ["audit", "--ledger", str(tmp_path / "led"), "--public-key", str(pub)])
+    assert r.exit_code == 1 and "no ledger.duckdb" in r.stderr
+    (tmp_path / "bad.pub").write_text("not a key")
+    r = runner.invoke(main, ["audit", "--ledger", str(tmp_path / "led"),
+                             "--public-key", str(tmp_path / "bad.pub")])
+    assert r.exit_code == 1 and r.stderr.startswith("error: ")
+    (tmp_path / "c.json").write_text('{"payload": ')
+    r = runner.invoke(main, ["check", "--ledger", str(tmp_path / "led"), "--certificate",
+                             str(tmp_path / "c.json"), "--public-key", str(pub)])
+    assert r.exit_code == 1 and "not JSON" in r.stderr
+    assert runner.invoke(main, ["audit", "--ledger", "x"]).exit_code == 2
