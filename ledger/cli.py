@@ -26,8 +26,12 @@ def _progress(label: str) -> Iterator[Callable[[int, int], None]]:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     with Progress(
-        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(), transient=True, disable=not sys.stderr.isatty(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        transient=True,
+        disable=not sys.stderr.isatty(),
         console=None,
     ) as bar:
         task = bar.add_task(label, total=None)
@@ -100,7 +104,12 @@ def _refuse_nonempty(out: Path) -> None:
 @click.option("--threads", default=2, show_default=True, type=click.IntRange(1, 256))
 @click.option("--retain-vectors/--no-retain-vectors", default=True, show_default=True)
 def init(
-    directory: Path, base_dir: Path, key: Path, seed: int, scale_bits: int, threads: int,
+    directory: Path,
+    base_dir: Path,
+    key: Path,
+    seed: int,
+    scale_bits: int,
+    threads: int,
     retain_vectors: bool,
 ) -> None:
     """A new ledger in DIRECTORY over the base model."""
@@ -122,16 +131,30 @@ def init(
 @click.option("--max-length", default=32, show_default=True, type=click.IntRange(2))
 @click.option("--key", default=None, type=_PATH)
 def add(
-    directory: Path, task_id: str, data: Path, method: str, seed: int | None, steps: int,
-    lr: float, batch_size: int, max_length: int, key: Path | None,
+    directory: Path,
+    task_id: str,
+    data: Path,
+    method: str,
+    seed: int | None,
+    steps: int,
+    lr: float,
+    batch_size: int,
+    max_length: int,
+    key: Path | None,
 ) -> None:
     """Deterministic fine-tune, quantise, digest, sign, record, merge."""
     from ledger._internal.add import Hyper, add_task
 
     with _progress(f"fine-tuning {task_id}") as progress:
         event = add_task(
-            directory, task_id, data, method, seed, Hyper(steps, lr, batch_size, max_length),
-            key, progress,
+            directory,
+            task_id,
+            data,
+            method,
+            seed,
+            Hyper(steps, lr, batch_size, max_length),
+            key,
+            progress,
         )
     click.echo(f"added {task_id}: {event['vector_digest']} (event {event['seq']})")
 

@@ -20,8 +20,8 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 BIN = Path(sys.executable).parent
 _WORDS = {
-    1: "good great fun lovely superb moving clever charming".split(),
-    0: "bad awful dull boring weak messy tedious bland".split(),
+    1: ["good", "great", "fun", "lovely", "superb", "moving", "clever", "charming"],
+    0: ["bad", "awful", "dull", "boring", "weak", "messy", "tedious", "bland"],
 }
 
 

@@ -18,8 +18,10 @@ _entry = st.integers(min_value=-(2**58), max_value=2**58)
 
 def _vector(draw: st.DrawFn) -> dict[str, np.ndarray]:
     return {
-        name: np.array(draw(st.lists(_entry, min_size=int(np.prod(s)), max_size=int(np.prod(s)))),
-                       dtype=np.int64).reshape(s)
+        name: np.array(
+            draw(st.lists(_entry, min_size=int(np.prod(s)), max_size=int(np.prod(s)))),
+            dtype=np.int64,
+        ).reshape(s)
         for name, s in SHAPES.items()
     }
 

@@ -14,7 +14,9 @@ from tests.conftest import Result, run_cli, tree_digest
 
 @pytest.fixture(scope="module")
 def history(
-    tmp_path_factory: pytest.TempPathFactory, tiny_base: Path, key: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    tiny_base: Path,
+    key: Path,
     task_data: dict[str, Path],
 ) -> dict[str, Path]:
     """Ledger A adds a, b, c, d and unlearns c; ledger B adds d, b, a (other processes)."""
@@ -59,8 +61,14 @@ def test_verifier_passes_on_both_ledgers(history: dict[str, Path]) -> None:
         assert audit.code == 0, audit.out + audit.err
         assert "FAIL" not in audit.out and "ok" in audit.out
     check = run_cli(
-        "verifier", "check", "--ledger", history["A"], "--certificate", history["cert"],
-        "--public-key", history["pub"],
+        "verifier",
+        "check",
+        "--ledger",
+        history["A"],
+        "--certificate",
+        history["cert"],
+        "--public-key",
+        history["pub"],
     )
     assert check.code == 0, check.out + check.err
 
@@ -142,23 +150,49 @@ def test_unlearn_with_changed_data_is_refused_and_changes_nothing(
         (["add", "{L}", "--task", "../x", "--data", "{a}"], 2, "invalid task id"),
         (["add", "{L}", "--task", "e", "--data", "{missing}"], 1, "cannot read data file"),
         (["add", "{L}", "--task", "e", "--data", "{truncated}"], 1, "malformed JSON"),
-        (["add", "{L}", "--task", "e", "--data", "{a}", "--key", "{otherkey}"], 1,
-         "not this ledger's key"),
-        (["unlearn", "{L}", "--task", "zz", "--data", "{a}", "--certificate", "{cert}"], 1,
-         "no task 'zz'"),
-        (["unlearn", "{L}", "--task", "c", "--data", "{c}", "--certificate", "{cert}"], 1,
-         "already unlearned"),
+        (
+            ["add", "{L}", "--task", "e", "--data", "{a}", "--key", "{otherkey}"],
+            1,
+            "not this ledger's key",
+        ),
+        (
+            ["unlearn", "{L}", "--task", "zz", "--data", "{a}", "--certificate", "{cert}"],
+            1,
+            "no task 'zz'",
+        ),
+        (
+            ["unlearn", "{L}", "--task", "c", "--data", "{c}", "--certificate", "{cert}"],
+            1,
+            "already unlearned",
+        ),
         (["status", "{nowhere}", "--json"], 1, "is not a ledger"),
         (["add", "{L}", "--task", "e"], 2, "Missing option '--data'"),
         (["init", "{L}", "--base", "{base}", "--key", "{key}"], 1, "already holds a ledger"),
     ],
-    ids=["reused-id", "unlearned-id", "path-in-task-id", "missing-data", "truncated-data",
-         "wrong-signing-key", "unknown-task", "double-unlearn", "not-a-ledger", "usage",
-         "init-over-ledger"],
+    ids=[
+        "reused-id",
+        "unlearned-id",
+        "path-in-task-id",
+        "missing-data",
+        "truncated-data",
+        "wrong-signing-key",
+        "unknown-task",
+        "double-unlearn",
+        "not-a-ledger",
+        "usage",
+        "init-over-ledger",
+    ],
 )
 def test_bad_input_is_one_error_line_and_changes_nothing(
-    fresh: Path, task_data: dict[str, Path], tmp_path: Path, tiny_base: Path, key: Path,
-    ledger_cli: Callable[..., Result], args: list[str], code: int, message: str,
+    fresh: Path,
+    task_data: dict[str, Path],
+    tmp_path: Path,
+    tiny_base: Path,
+    key: Path,
+    ledger_cli: Callable[..., Result],
+    args: list[str],
+    code: int,
+    message: str,
 ) -> None:
     from ledger._internal.keys import generate
 
@@ -166,9 +200,16 @@ def test_bad_input_is_one_error_line_and_changes_nothing(
     truncated.write_bytes(task_data["a"].read_bytes()[:-9])
     generate(tmp_path / "other.key")
     values = {
-        "L": fresh, "a": task_data["a"], "c": task_data["c"], "missing": tmp_path / "none.jsonl",
-        "truncated": truncated, "otherkey": tmp_path / "other.key", "cert": tmp_path / "x.json",
-        "nowhere": tmp_path / "nowhere", "base": tiny_base, "key": key,
+        "L": fresh,
+        "a": task_data["a"],
+        "c": task_data["c"],
+        "missing": tmp_path / "none.jsonl",
+        "truncated": truncated,
+        "otherkey": tmp_path / "other.key",
+        "cert": tmp_path / "x.json",
+        "nowhere": tmp_path / "nowhere",
+        "base": tiny_base,
+        "key": key,
     }
     before = tree_digest(fresh)
     result = ledger_cli(*[a.format(**values) for a in args])
@@ -177,16 +218,31 @@ def test_bad_input_is_one_error_line_and_changes_nothing(
 
 
 def test_overflowing_vector_is_refused(
-    tmp_path: Path, tiny_base: Path, key: Path, task_data: dict[str, Path],
+    tmp_path: Path,
+    tiny_base: Path,
+    key: Path,
+    task_data: dict[str, Path],
     ledger_cli: Callable[..., Result],
 ) -> None:
     """At scale 2^-62 an entry of |τ| >= 2 no longer fits in int64; a big lr makes one."""
     led = tmp_path / "led"
-    assert ledger_cli("init", led, "--base", tiny_base, "--key", key, "--scale-bits", "62").code == 0
+    assert (
+        ledger_cli("init", led, "--base", tiny_base, "--key", key, "--scale-bits", "62").code == 0
+    )
     before = tree_digest(led)
     result = ledger_cli(
-        "add", led, "--task", "a", "--data", task_data["a"], "--lr", "5", "--steps", "3",
-        "--method", "ft",
+        "add",
+        led,
+        "--task",
+        "a",
+        "--data",
+        task_data["a"],
+        "--lr",
+        "5",
+        "--steps",
+        "3",
+        "--method",
+        "ft",
     )
     _refused(result, 1, "overflows int64")
     assert tree_digest(led) == before

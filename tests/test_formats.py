@@ -38,10 +38,14 @@ def test_dsse_pae_vector_from_the_spec() -> None:
 
 
 def _hand_tensor_digest(name: str, dtype: str, shape: list[int], data: bytes) -> bytes:
-    header = json.dumps({"dtype": dtype, "name": name, "shape": shape}, separators=(",", ":"), ensure_ascii=False)
+    header = json.dumps(
+        {"dtype": dtype, "name": name, "shape": shape}, separators=(",", ":"), ensure_ascii=False
+    )
     chunks = [data[i : i + CHUNK_BYTES] for i in range(0, len(data), CHUNK_BYTES)]
     return hashlib.sha256(
-        b"ulg:tensor:v1\x00" + header.encode() + b"\x00"
+        b"ulg:tensor:v1\x00"
+        + header.encode()
+        + b"\x00"
         + b"".join(hashlib.sha256(c).digest() for c in chunks)
     ).digest()
 
@@ -87,9 +91,7 @@ def test_mask_packing_round_trips_with_zero_padding() -> None:
 def test_data_hash_is_a_merkle_root_of_canonical_records() -> None:
     raw = b'{"text": "b", "label": 1}\n{"label":0,"text":"a","extra":[1,2]}\n'
     records = parse_records(raw, "mem")
-    expected = merkle_root(
-        [b'{"label":1,"text":"b"}', b'{"extra":[1,2],"label":0,"text":"a"}']
-    )
+    expected = merkle_root([b'{"label":1,"text":"b"}', b'{"extra":[1,2],"label":0,"text":"a"}'])
     assert records[1] == {"label": 0, "text": "a", "extra": [1, 2]}
     assert rfc8785.dumps(records[0]) == b'{"label":1,"text":"b"}'
     from ledger._internal.data import data_hash
@@ -106,11 +108,19 @@ def test_data_hash_is_a_merkle_root_of_canonical_records() -> None:
         (b'{"label": 1}\n', "line 1: missing field 'text'"),
         (b'{"text": "a", "label": true}\n', "line 1: field 'label' must be int"),
         (b'{"text": "a", "label": -1}\n', "line 1: label must be >= 0"),
-        (b'[1, 2]\n', "line 1: not a JSON object"),
+        (b"[1, 2]\n", "line 1: not a JSON object"),
         (b'{"text": "a", "label": 1}\n\n', "line 2: malformed JSON"),
     ],
-    ids=["empty", "malformed", "no-label", "no-text", "bool-label", "negative-label", "array",
-         "blank-line"],
+    ids=[
+        "empty",
+        "malformed",
+        "no-label",
+        "no-text",
+        "bool-label",
+        "negative-label",
+        "array",
+        "blank-line",
+    ],
 )
 def test_bad_data_is_refused_with_its_line(raw: bytes, message: str) -> None:
     with pytest.raises(LedgerError, match=message):

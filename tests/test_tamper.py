@@ -21,7 +21,9 @@ from verifier.checks import run_audit, run_check
 
 @pytest.fixture(scope="module")
 def clean(
-    tmp_path_factory: pytest.TempPathFactory, tiny_base: Path, key: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    tiny_base: Path,
+    key: Path,
     task_data: dict[str, Path],
 ) -> dict[str, Path]:
     """A ledger that added a, b, c and unlearned c, and its certificate."""
@@ -152,8 +154,14 @@ def test_truncated_certificate_is_an_error_line(clean: dict[str, Path], tmp_path
     cert = tmp_path / "cut.json"
     cert.write_bytes(clean["cert"].read_bytes()[:100])
     result = run_cli(
-        "verifier", "check", "--ledger", clean["led"], "--certificate", cert,
-        "--public-key", clean["pub"],
+        "verifier",
+        "check",
+        "--ledger",
+        clean["led"],
+        "--certificate",
+        cert,
+        "--public-key",
+        clean["pub"],
     )
     assert result.code == 1
     assert result.err.startswith("error: ") or "FAIL" in result.out

@@ -111,9 +111,9 @@ def parsed_heads(ctx: Context) -> list[HeadBody | str]:
 
 def check_tree_heads(ctx: Context) -> None:
     n = len(ctx.raw)
-    sizes = [h.size for h in ctx.db.heads]
-    problems = [] if sizes == list(range(1, n + 1)) else [
-        f"head sizes are {sizes[:5]}{'…' if len(sizes) > 5 else ''}, expected 1..{n}"]
+    sizes, want = {h.size for h in ctx.db.heads}, set(range(1, n + 1))
+    problems = [f"no signed head of size {s}" for s in sorted(want - sizes)]
+    problems += [f"a head of size {s} but {n} events" for s in sorted(sizes - want)]
     roots = prefix_roots(ctx.tree.leaves)
     for row, hb in zip(ctx.db.heads, parsed_heads(ctx), strict=True):
         if isinstance(hb, str):

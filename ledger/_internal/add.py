@@ -59,7 +59,9 @@ def add_task(
     with open_ledger(root) as ledger:
         existing = ledger.store.task(task_id)
         if existing is not None:
-            raise LedgerError(f"task {task_id!r} is {existing.status} in this ledger; ids are never reused")
+            raise LedgerError(
+                f"task {task_id!r} is {existing.status} in this ledger; ids are never reused"
+            )
         key = load_private(key_path or ledger.default_key_path())
         ledger.check_key(key)
         dataset = load_dataset(data_path)
@@ -105,7 +107,13 @@ def add_task(
             mask = vector.mask
             plan.put(ledger.mask_path(task_id), lambda p: write_tensors(p, mask))
         row = TaskRow(
-            task_id, method, "active", seq, None, dataset.data_hash, vector.vector_digest,
+            task_id,
+            method,
+            "active",
+            seq,
+            None,
+            dataset.data_hash,
+            vector.vector_digest,
             vector.mask_digest,
         )
         ledger.commit(Write(event, ledger.sign_next_head(key, event), row), plan)

@@ -55,7 +55,9 @@ def parse_records(raw: bytes, source: str) -> tuple[dict[str, Any], ...]:
                 raise LedgerError(f"{source}: line {number}: missing field {field!r}")
             value = record[field]
             if not isinstance(value, kind) or isinstance(value, bool):
-                raise LedgerError(f"{source}: line {number}: field {field!r} must be {kind.__name__}")
+                raise LedgerError(
+                    f"{source}: line {number}: field {field!r} must be {kind.__name__}"
+                )
         if record["label"] < 0:
             raise LedgerError(f"{source}: line {number}: label must be >= 0")
         records.append(record)

@@ -32,13 +32,12 @@ PRETRAIN_STEPS = 150
 
 def _accuracy(model: object, tokenizer: object, task: Task) -> float:
     predicted = probabilities(model, tokenizer, [r["text"] for r in task.test]).argmax(dim=-1)
-    return float(sum(int(p) == r["label"] for p, r in zip(predicted, task.test, strict=True))) / len(
-        task.test
-    )
+    hits = sum(bool(int(p) == r["label"]) for p, r in zip(predicted, task.test, strict=True))
+    return hits / len(task.test)
 
 
 def _majority_accuracy(task: Task) -> float:
-    return sum(r["label"] == task.majority for r in task.test) / len(task.test)
+    return sum(bool(r["label"] == task.majority) for r in task.test) / len(task.test)
 
 
 def _choose(tasks: list[Task], users: int) -> tuple[list[Task], list[Task]]:
@@ -60,7 +59,9 @@ def _base(workdir: Path, pool: list[Task], console: Console) -> Path:
     with _bar(console) as bar:
         job = bar.add_task(f"pretraining the global model on {len(pool)} other users", total=None)
         build_minilm(
-            staging, pretrain=pooled, steps=PRETRAIN_STEPS,
+            staging,
+            pretrain=pooled,
+            steps=PRETRAIN_STEPS,
             progress=lambda done, total: bar.update(job, completed=done, total=total),
         )
     staging.rename(base)
@@ -69,7 +70,10 @@ def _base(workdir: Path, pool: list[Task], console: Console) -> Path:
 
 def _bar(console: Console) -> Progress:
     return Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
         console=console,
     )
 
@@ -104,8 +108,11 @@ def run_demo(workdir: Path, users: int) -> None:
             model, tokenizer, _ = served_model(ledger, task.task_id)
             liked = sum(r["label"] for r in task.train) / len(task.train)
             table.add_row(
-                task.task_id, f"{len(task.train)}/{len(task.test)}", f"{liked:.0%}",
-                f"{_majority_accuracy(task):.3f}", f"{_accuracy(base_model, tokenizer, task):.3f}",
+                task.task_id,
+                f"{len(task.train)}/{len(task.test)}",
+                f"{liked:.0%}",
+                f"{_majority_accuracy(task):.3f}",
+                f"{_accuracy(base_model, tokenizer, task):.3f}",
                 f"{_accuracy(model, tokenizer, task):.3f}",
             )
     console.print(table)
@@ -119,19 +126,27 @@ def run_demo(workdir: Path, users: int) -> None:
     failed = False
     for args in (
         ["audit", "--ledger", str(root), "--public-key", str(public)],
-        ["check", "--ledger", str(root), "--certificate", str(certificate), "--public-key",
-         str(public)],
+        [
+            "check",
+            "--ledger",
+            str(root),
+            "--certificate",
+            str(certificate),
+            "--public-key",
+            str(public),
+        ],
     ):
         console.print(f"$ verifier {args[0]} …")
         result = subprocess.run(
-            [str(Path(sys.executable).with_name("verifier")), *args], capture_output=True, text=True,
+            [str(Path(sys.executable).with_name("verifier")), *args],
+            capture_output=True,
+            text=True,
             check=False,
         )
         console.print(result.stdout.rstrip(), markup=False, highlight=False)
         failed |= result.returncode != 0
     console.print(
-        f"certificate: {certificate}\nledger: {root}\n"
-        f"done in {time.perf_counter() - started:.0f} s"
+        f"certificate: {certificate}\nledger: {root}\ndone in {time.perf_counter() - started:.0f} s"
     )
     if failed:
         raise SystemExit(1)

@@ -35,7 +35,7 @@ def _chunk_hash(view: memoryview) -> bytes:
 
 def _little_endian_bytes(array: npt.NDArray[np.generic]) -> memoryview:
     contiguous = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
-    return memoryview(contiguous).cast("B")
+    return memoryview(contiguous.data).cast("B")
 
 
 def set_digest(tensors: Mapping[str, npt.NDArray[np.generic]]) -> str:

@@ -30,4 +30,3 @@ def sign_envelope(payload: bytes, payload_type: str, key: Ed25519PrivateKey) -> 
         ],
     }
     return json.dumps(envelope, indent=2, sort_keys=True).encode("utf-8") + b"\n"
-

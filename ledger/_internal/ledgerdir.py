@@ -83,13 +83,12 @@ class Ledger:
             array = tensors.get(name)
             if array is None or array.dtype != np.int64 or array.shape != shape:
                 raise LedgerError(f"state file is damaged: tensor {name!r} missing or wrong")
-            state[name] = array
+            state[name] = array.astype(np.int64, copy=False)
         return state
 
     def state_digest(self) -> str:
         last = self.store.event(self.store.size() - 1)
-        digest: str = last.get("state_digest_after", last.get("state_digest"))
-        return digest
+        return str(last["state_digest_after" if "state_digest_after" in last else "state_digest"])
 
     def check_key(self, key: Ed25519PrivateKey) -> None:
         if raw_public(key.public_key()).hex() != self.config.public_key:
@@ -182,7 +181,12 @@ def init_ledger(
         }
         log_id = leaf_hash(canonical(init_event)).hex()
         config = Config(
-            log_id, str(init_event["base_digest"]), sign_seed, scale_bits, threads, public,
+            log_id,
+            str(init_event["base_digest"]),
+            sign_seed,
+            scale_bits,
+            threads,
+            public,
             retain_vectors,
         )
         head = sign_head(key, log_id, [bytes.fromhex(log_id)], str(init_event["time"]))

@@ -59,8 +59,11 @@ def probabilities(
     with torch.no_grad():
         for start in range(0, len(texts), 64):
             batch = tokenizer(
-                list(texts[start : start + 64]), padding=True, truncation=True,
-                max_length=max_length, return_tensors="pt",
+                list(texts[start : start + 64]),
+                padding=True,
+                truncation=True,
+                max_length=max_length,
+                return_tensors="pt",
             )
             out.append(torch.softmax(model(**batch).logits, dim=-1))
     return torch.cat(out) if out else torch.empty(0, model.config.num_labels)

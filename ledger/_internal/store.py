@@ -96,15 +96,25 @@ class Store:
         self._con.close()
 
     @classmethod
-    def create(cls, path: Path, config: Config, init_event: dict[str, Any], head: SignedHead) -> Store:
+    def create(
+        cls, path: Path, config: Config, init_event: dict[str, Any], head: SignedHead
+    ) -> Store:
         store = cls(path)
         con = store._con
         con.execute("BEGIN TRANSACTION")
         con.execute(_SCHEMA)
         con.execute(
             "INSERT INTO config VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [FORMAT, config.log_id, config.base_digest, config.sign_seed, config.scale_bits,
-             config.threads, config.public_key, config.retain_vectors],
+            [
+                FORMAT,
+                config.log_id,
+                config.base_digest,
+                config.sign_seed,
+                config.scale_bits,
+                config.threads,
+                config.public_key,
+                config.retain_vectors,
+            ],
         )
         con.execute(
             "INSERT INTO events VALUES (0, 'init', NULL, ?)", [canonical(init_event).decode()]
@@ -178,8 +188,16 @@ class Store:
             con.execute("DELETE FROM tasks WHERE task_id = ?", [task.task_id])
             con.execute(
                 "INSERT INTO tasks VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [task.task_id, task.method, task.status, task.add_seq, task.unlearn_seq,
-                 task.data_hash, task.vector_digest, task.mask_digest],
+                [
+                    task.task_id,
+                    task.method,
+                    task.status,
+                    task.add_seq,
+                    task.unlearn_seq,
+                    task.data_hash,
+                    task.vector_digest,
+                    task.mask_digest,
+                ],
             )
             if write.certificate is not None:
                 con.execute(

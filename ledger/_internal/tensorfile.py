@@ -57,7 +57,7 @@ def write_tensors(path: Path, tensors: Mapping[str, npt.NDArray[np.generic]]) ->
         handle.write(struct.pack("<Q", len(encoded)) + encoded)
         for name in names:
             array = np.ascontiguousarray(tensors[name])
-            handle.write(memoryview(array.astype(array.dtype.newbyteorder("<"), copy=False)))
+            handle.write(array.astype(array.dtype.newbyteorder("<"), copy=False).data)
         handle.flush()
         os.fsync(handle.fileno())
 

@@ -17,9 +17,7 @@ def utc_now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def sign_head(
-    key: Ed25519PrivateKey, log_id: str, leaves: list[bytes], time: str
-) -> SignedHead:
+def sign_head(key: Ed25519PrivateKey, log_id: str, leaves: list[bytes], time: str) -> SignedHead:
     body = canonical(
         {
             "log_id": log_id,

@@ -67,7 +67,9 @@ def unlearn_task(
             )
         merged = state.subtract(ledger.read_state(), vector.q)
         seq = ledger.store.size()
-        remaining = [t for t in ledger.store.tasks() if t.status == "active" and t.task_id != task_id]
+        remaining = [
+            t for t in ledger.store.tasks() if t.status == "active" and t.task_id != task_id
+        ]
         event: dict[str, Any] = {
             "kind": "unlearn",
             "seq": seq,
@@ -81,7 +83,12 @@ def unlearn_task(
         }
         head_after = ledger.sign_next_head(key, event)
         statement = build_statement(
-            config, add_event, event, ledger.store.head(seq), head_after, remaining,
+            config,
+            add_event,
+            event,
+            ledger.store.head(seq),
+            head_after,
+            remaining,
             record(spec),
         )
         envelope = sign_certificate(statement, key)
@@ -91,8 +98,14 @@ def unlearn_task(
         plan.put(certificate_out.resolve(), lambda p: write_bytes_durable(p, envelope))
         plan.deletes += [str(ledger.vector_path(task_id)), str(ledger.mask_path(task_id))]
         row = TaskRow(
-            task_id, task.method, "unlearned", task.add_seq, seq, task.data_hash,
-            task.vector_digest, task.mask_digest,
+            task_id,
+            task.method,
+            "unlearned",
+            task.add_seq,
+            seq,
+            task.data_hash,
+            task.vector_digest,
+            task.mask_digest,
         )
         ledger.commit(Write(event, head_after, row, envelope), plan)
         return event
