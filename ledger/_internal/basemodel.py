@@ -166,6 +166,8 @@ def build_minilm(
     from_pretrained's initialisation, whose RNG use is a library detail that
     may change between versions.
     """
+    # finetune imports this module for load_model; importing it at call time
+    # keeps the one training loop without an import cycle.
     from ledger._internal.finetune import TrainSpec, tune
 
     src = minilm_source_dir()
