@@ -149,7 +149,7 @@ def test_a_replay_that_misses_the_digest_changes_nothing(
 
     monkeypatch.setattr(unlearn, "finetune", drifting)
     before = tree_digest(led)
-    with pytest.raises(unlearn.LedgerError, match="replayed digest .* != recorded"):
+    with pytest.raises(unlearn.LedgerError, match=r"replayed digest .* != recorded"):
         unlearn_task(led, "a", task_data["a"], tmp_path / "cert.json", None)
     assert tree_digest(led) == before
     with open_ledger(led) as ledger:

@@ -197,10 +197,6 @@ def _apply(r: Replay, seq: int, ev: dict[str, Any], prev: object, init: dict[str
     if get(ev, "state_digest_before", str, what) != prev:
         raise Fail("state_digest_before is not the previous event's state digest")
     r.history.append((seq, frozenset(r.active), get_re(ev, "state_digest_after", DIGEST_RE, what)))
-    # FORMAT.md §6 lists certificate_sha256, but the statement signs this event's leaf hash,
-    # so the event cannot also hash the statement (a cycle): checked only when present.
-    if ev["kind"] == "unlearn" and "certificate_sha256" in ev:
-        get_re(ev, "certificate_sha256", HEX_RE, what)
 
 
 class Context:

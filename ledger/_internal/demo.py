@@ -121,7 +121,7 @@ def run_demo(workdir: Path, users: int) -> None:
     certificate.unlink(missing_ok=True)
     console.print(f"unlearning {gone.task_id}: replaying its fine-tune and checking the digest…")
     event = unlearn_task(root, gone.task_id, data_dir / f"{gone.task_id}.jsonl", certificate, None)
-    console.print(f"  state after: {event['state_digest_after']}")
+    console.print(f"  state after: {event['state_digest_after']}", soft_wrap=True)
     public = key.with_name(key.name + ".pub")
     failed = False
     for args in (
