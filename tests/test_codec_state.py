@@ -122,3 +122,15 @@ def test_state_refuses_mismatched_tensors() -> None:
     wrong["head"] = np.zeros(3, dtype=np.int64)
     with pytest.raises(LedgerError, match="shape"):
         state.add(_zeros(), wrong)
+
+
+def test_overflow_in_a_late_block_of_a_large_tensor_is_found() -> None:
+    a = np.zeros((3, 70_000), dtype=np.int64)
+    b = np.ones_like(a)
+    a[2, -1] = 2**63 - 1
+    with pytest.raises(LedgerError, match="overflow"):
+        checked_add(a, b, "big")
+    a[2, -1] = 0
+    total = checked_add(a, b, "big")
+    assert total.shape == a.shape and int(total.sum()) == a.size
+    assert np.array_equal(checked_sub(total, b, "big"), a)

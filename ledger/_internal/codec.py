@@ -48,16 +48,41 @@ def dequantise(q: Int64Array, scale_bits: int, divisor: int = 1) -> Float32Array
     return (np.ldexp(q.astype(np.float64), -scale_bits) / divisor).astype(np.float32)
 
 
+_BLOCK = 1 << 16  # entries per block: the temporaries stay in cache
+
+
+def _checked(a: Int64Array, b: Int64Array, name: str, subtract: bool) -> Int64Array:
+    """a ± b in int64, refusing any entry whose true result leaves the int64 range.
+
+    Two's complement overflow shows in the sign bits: for a + b both operands
+    share a sign the result lacks; for a - b the operands differ in sign and the
+    result's sign differs from a's. Blocked so the check costs cache, not memory
+    bandwidth (benchmarks/throughput.py).
+    """
+    out = np.empty_like(a)
+    flat_a, flat_b, flat_out = a.reshape(-1), b.reshape(-1), out.reshape(-1)
+    left = np.empty(min(_BLOCK, flat_a.size), dtype=np.int64)
+    right = np.empty_like(left)
+    for start in range(0, flat_a.size, _BLOCK):
+        end = min(start + _BLOCK, flat_a.size)
+        x, y, z = flat_a[start:end], flat_b[start:end], flat_out[start:end]
+        t, u = left[: end - start], right[: end - start]
+        if subtract:
+            np.subtract(x, y, out=z)
+            np.bitwise_xor(x, y, out=t)
+        else:
+            np.add(x, y, out=z)
+            np.bitwise_xor(y, z, out=t)
+        np.bitwise_xor(x, z, out=u)
+        np.bitwise_and(t, u, out=t)
+        if t.size and t.min() < 0:
+            raise LedgerError(f"merged state tensor {name!r} would overflow int64; nothing changed")
+    return out
+
+
 def checked_add(a: Int64Array, b: Int64Array, name: str) -> Int64Array:
-    total = a + b
-    # Two's-complement overflow: both operands share a sign the result lacks.
-    if np.any(((a ^ total) & (b ^ total)) < 0):
-        raise LedgerError(f"merged state tensor {name!r} would overflow int64; nothing changed")
-    return total
+    return _checked(a, b, name, subtract=False)
 
 
 def checked_sub(a: Int64Array, b: Int64Array, name: str) -> Int64Array:
-    diff = a - b
-    if np.any(((a ^ b) & (a ^ diff)) < 0):
-        raise LedgerError(f"merged state tensor {name!r} would overflow int64; nothing changed")
-    return diff
+    return _checked(a, b, name, subtract=True)
