@@ -221,6 +221,42 @@ def export(directory: Path, task_id: str, out: Path) -> None:
 
 
 @cli.command()
+@click.argument("directory", type=_PATH)
+@click.option("--event", type=click.IntRange(0), help="Inclusion proof of event SEQ.")
+@click.option("--consistency", type=click.IntRange(1), help="Consistency proof from size OLD.")
+@click.option("--record", type=click.IntRange(1), help="Inclusion of data LINE in --task's data.")
+@click.option("--size", type=click.IntRange(1), help="Against the head of this size (latest).")
+@click.option("--task", "task_id", help="With --record.")
+@click.option("--data", type=_PATH, help="With --record: the task's JSONL.")
+def proof(
+    directory: Path,
+    event: int | None,
+    consistency: int | None,
+    record: int | None,
+    size: int | None,
+    task_id: str | None,
+    data: Path | None,
+) -> None:
+    """RFC 9162 proofs as JSON: an event's inclusion, log consistency, or a data record's."""
+    from ledger._internal import proofs
+    from ledger._internal.ledgerdir import open_ledger
+
+    if [event, consistency, record].count(None) != 2:
+        raise click.UsageError("give exactly one of --event, --consistency, --record")
+    if record is not None and (task_id is None or data is None):
+        raise click.UsageError("--record needs --task and --data")
+    with open_ledger(directory) as ledger:
+        if event is not None:
+            result = proofs.event_inclusion(ledger, event, size)
+        elif consistency is not None:
+            result = proofs.log_consistency(ledger, consistency, size)
+        else:
+            assert record is not None and task_id is not None and data is not None
+            result = proofs.record_inclusion(ledger, task_id, data, record)
+    click.echo(json.dumps(result, indent=2, sort_keys=True))
+
+
+@cli.command()
 @click.option("--workdir", default=Path("demo-work"), show_default=True, type=_PATH)
 @click.option("--users", default=8, show_default=True, type=click.IntRange(2, 50))
 def demo(workdir: Path, users: int) -> None:

@@ -261,3 +261,66 @@ def test_keygen_refuses_to_overwrite(key: Path, ledger_cli: Callable[..., Result
     _refused(ledger_cli("keygen", key), 1, "refusing to overwrite")
     assert key.read_bytes() == before
     assert oct(key.stat().st_mode & 0o777) == "0o600"
+
+
+def test_proofs_verify_with_the_independent_verifier(
+    history: dict[str, Path], task_data: dict[str, Path]
+) -> None:
+    """What `ledger proof` hands an auditor or a data owner checks out with verifier code."""
+    from verifier import merkle
+
+    a = history["A"]
+    inclusion = json.loads(run_cli("ledger", "proof", a, "--event", "2", "--size", "4").out)
+    root = bytes.fromhex(json.loads(inclusion["tree_head"]["body"])["root"])
+    path = [bytes.fromhex(h) for h in inclusion["inclusion_path"]]
+    leaf = bytes.fromhex(inclusion["leaf_hash"])
+    assert merkle.verify_inclusion(2, 4, leaf, path, root)
+    assert not merkle.verify_inclusion(2, 4, leaf, path[:-1], root)
+
+    consistency = json.loads(run_cli("ledger", "proof", a, "--consistency", "3").out)
+    old = bytes.fromhex(json.loads(consistency["old_tree_head"]["body"])["root"])
+    new = bytes.fromhex(json.loads(consistency["new_tree_head"]["body"])["root"])
+    steps = [bytes.fromhex(h) for h in consistency["consistency_path"]]
+    assert merkle.verify_consistency(3, 6, old, new, steps)
+    assert not merkle.verify_consistency(3, 6, new, old, steps)
+
+    owned = json.loads(
+        run_cli("ledger", "proof", a, "--record", "5", "--task", "b", "--data", task_data["b"]).out
+    )
+    record = json.dumps(owned["record"], sort_keys=True, separators=(",", ":")).encode()
+    assert merkle.verify_inclusion(
+        4,
+        owned["tree_size"],
+        merkle.leaf_hash(record),
+        [bytes.fromhex(h) for h in owned["inclusion_path"]],
+        bytes.fromhex(owned["data_hash"]),
+    )
+    refused = run_cli("ledger", "proof", a, "--event", "1", "--consistency", "2")
+    assert refused.code == 2 and refused.err.startswith("error: ")
+
+
+def test_a_ledger_without_retained_vectors_still_unlearns_exactly(
+    tmp_path: Path,
+    tiny_base: Path,
+    key: Path,
+    task_data: dict[str, Path],
+    history: dict[str, Path],
+    ledger_cli: Callable[..., Result],
+) -> None:
+    """The replayed vector is what is subtracted, so retaining vectors is optional."""
+    led = tmp_path / "lean"
+    assert (
+        ledger_cli("init", led, "--base", tiny_base, "--key", key, "--no-retain-vectors").code == 0
+    )
+    for task in "abcd":
+        assert ledger_cli("add", led, "--task", task, "--data", task_data[task]).code == 0
+    assert not any((led / "vectors").iterdir())
+    cert = tmp_path / "c.json"
+    done = ledger_cli(
+        "unlearn", led, "--task", "c", "--data", task_data["c"], "--certificate", cert
+    )
+    assert done.code == 0, done.err
+    assert _status(led)["state_digest"] == _status(history["B"])["state_digest"]
+    audit = run_cli("verifier", "audit", "--ledger", led, "--public-key", history["pub"])
+    assert audit.code == 0, audit.out
+    assert "skipped: state-sum" in audit.out
