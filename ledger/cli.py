@@ -259,11 +259,15 @@ def proof(
 @cli.command()
 @click.option("--workdir", default=Path("demo-work"), show_default=True, type=_PATH)
 @click.option("--users", default=8, show_default=True, type=click.IntRange(2, 50))
-def demo(workdir: Path, users: int) -> None:
+@click.option(
+    "--model", default="minilm", show_default=True, type=click.Choice(["minilm", "tiny"]),
+    help="tiny: the test model, for a smoke run in seconds.",
+)
+def demo(workdir: Path, users: int, model: str) -> None:
     """The whole path on MiniLM and real MovieLens users, verifier included."""
     from ledger._internal.demo import run_demo
 
-    run_demo(workdir, users)
+    run_demo(workdir, users, model)
 
 
 def main(argv: list[str] | None = None) -> Any:

@@ -324,3 +324,12 @@ def test_a_ledger_without_retained_vectors_still_unlearns_exactly(
     audit = run_cli("verifier", "audit", "--ledger", led, "--public-key", history["pub"])
     assert audit.code == 0, audit.out
     assert "skipped: state-sum" in audit.out
+
+
+def test_demo_smoke_run_on_the_tiny_model(tmp_path: Path) -> None:
+    """The demo's own path (real MovieLens users, table, unlearning, verifier), tiny model."""
+    result = run_cli("ledger", "demo", "--workdir", tmp_path, "--users", "2", "--model", "tiny")
+    assert result.code == 0, result.out + result.err
+    assert "held-out accuracy" in result.out and "ok: state-sum" in result.out
+    assert "FAIL" not in result.out
+    assert list(tmp_path.glob("certificate-user-*.dsse.json"))

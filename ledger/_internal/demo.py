@@ -19,7 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ledger._internal.add import Hyper, add_task
-from ledger._internal.basemodel import build_minilm, load_model
+from ledger._internal.basemodel import build_minilm, build_tiny, load_model
 from ledger._internal.corpora import Task, movielens_tasks, write_jsonl
 from ledger._internal.keys import generate
 from ledger._internal.ledgerdir import init_ledger, open_ledger
@@ -48,10 +48,13 @@ def _choose(tasks: list[Task], users: int) -> tuple[list[Task], list[Task]]:
     return demo, pool
 
 
-def _base(workdir: Path, pool: list[Task], console: Console) -> Path:
-    base = workdir / "base-minilm"
+def _base(workdir: Path, model: str, pool: list[Task], console: Console) -> Path:
+    base = workdir / f"base-{model}"
     if (base / "model.safetensors").is_file():
         console.print(f"base model: cached {base}")
+        return base
+    if model == "tiny":
+        build_tiny(base)
         return base
     pooled = write_jsonl(workdir / "pretrain.jsonl", [r for t in pool for r in t.train])
     staging = workdir / "base-minilm.building"
@@ -78,13 +81,13 @@ def _bar(console: Console) -> Progress:
     )
 
 
-def run_demo(workdir: Path, users: int) -> None:
+def run_demo(workdir: Path, users: int, model: str = "minilm") -> None:
     console = Console(stderr=False)
     started = time.perf_counter()
     workdir.mkdir(parents=True, exist_ok=True)
     demo, pool = _choose(movielens_tasks(), users)
     console.print(f"MovieLens: {len(demo)} demo users, {len(pool)} others pool the global model")
-    base = _base(workdir, pool, console)
+    base = _base(workdir, model, pool, console)
     key = workdir / "demo.key"
     if not key.exists():
         generate(key)
