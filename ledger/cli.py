@@ -68,8 +68,9 @@ def base() -> None:
 def base_tiny(out: Path, seed: int) -> None:
     """A small deterministic BERT classifier with its tokenizer, for tests."""
     from ledger._internal.basemodel import build_tiny
+    from ledger._internal.tensorfile import refuse_nonempty
 
-    _refuse_nonempty(out)
+    refuse_nonempty(out)
     build_tiny(out, seed)
     click.echo(f"wrote tiny base model to {out}")
 
@@ -83,16 +84,12 @@ def base_tiny(out: Path, seed: int) -> None:
 def base_minilm(out: Path, seed: int, pretrain: Path | None, steps: int, threads: int) -> None:
     """The shipped all-MiniLM-L6-v2 with a seeded head, optionally pretrained."""
     from ledger._internal.basemodel import build_minilm
+    from ledger._internal.tensorfile import refuse_nonempty
 
-    _refuse_nonempty(out)
+    refuse_nonempty(out)
     with _progress("pretraining") as progress:
         build_minilm(out, seed, pretrain=pretrain, steps=steps, threads=threads, progress=progress)
     click.echo(f"wrote MiniLM base model to {out}")
-
-
-def _refuse_nonempty(out: Path) -> None:
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise LedgerError(f"{out} exists and is not an empty folder")
 
 
 @cli.command()
@@ -126,7 +123,7 @@ def init(
 @click.option("--method", default="sift", show_default=True, type=click.Choice(["sift", "ft"]))
 @click.option("--seed", default=None, type=click.IntRange(0, _MAX_SEED))
 @click.option("--steps", default=20, show_default=True, type=click.IntRange(1))
-@click.option("--lr", default=3e-5, show_default=True, type=click.FloatRange(0, min_open=True))
+@click.option("--lr", default=3e-5, show_default=True, type=click.FloatRange(0, 100, min_open=True))
 @click.option("--batch-size", default=16, show_default=True, type=click.IntRange(1))
 @click.option("--max-length", default=32, show_default=True, type=click.IntRange(2))
 @click.option("--key", default=None, type=_PATH)
@@ -260,7 +257,10 @@ def proof(
 @click.option("--workdir", default=Path("demo-work"), show_default=True, type=_PATH)
 @click.option("--users", default=8, show_default=True, type=click.IntRange(2, 50))
 @click.option(
-    "--model", default="minilm", show_default=True, type=click.Choice(["minilm", "tiny"]),
+    "--model",
+    default="minilm",
+    show_default=True,
+    type=click.Choice(["minilm", "tiny"]),
     help="tiny: the test model, for a smoke run in seconds.",
 )
 def demo(workdir: Path, users: int, model: str) -> None:
@@ -278,6 +278,10 @@ def main(argv: list[str] | None = None) -> Any:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     try:
         return cli.main(args=argv, standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as exc:
+        click.echo(exc.ctx.get_help() if exc.ctx else "")
+        click.echo("error: missing command (see the list above)", err=True)
+        sys.exit(2)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.Abort:
@@ -287,5 +291,12 @@ def main(argv: list[str] | None = None) -> Any:
         click.echo(f"error: {exc.format_message()}", err=True)
         sys.exit(exc.exit_code)
     except LedgerError as exc:
-        click.echo(f"error: {exc}", err=True)
+        click.echo(f"error: {' '.join(str(exc).split())}", err=True)
         sys.exit(exc.exit_code)
+    except Exception as exc:
+        # The contract is one error line; ULG_TRACEBACK=1 shows the whole story.
+        if os.environ.get("ULG_TRACEBACK") == "1":
+            raise
+        detail = f"{exc.strerror}: {exc.filename}" if isinstance(exc, OSError) else str(exc)
+        click.echo(f"error: {type(exc).__name__}: {detail}".splitlines()[0], err=True)
+        sys.exit(1)

@@ -14,11 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import rfc8785
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ledger._internal.certificate import sign_certificate
-from ledger._internal.data import parse_records
+from ledger._internal.data import load_dataset, parse_records
 from ledger._internal.digest import CHUNK_BYTES, set_digest
 from ledger._internal.dsse import pae
 from ledger._internal.errors import LedgerError
@@ -88,15 +87,13 @@ def test_mask_packing_round_trips_with_zero_padding() -> None:
     assert np.array_equal(unpack_mask(packed, q.shape), q != 0)
 
 
-def test_data_hash_is_a_merkle_root_of_canonical_records() -> None:
-    raw = b'{"text": "b", "label": 1}\n{"label":0,"text":"a","extra":[1,2]}\n'
-    records = parse_records(raw, "mem")
+def test_data_hash_is_a_merkle_root_of_canonical_records(tmp_path: Path) -> None:
+    path = tmp_path / "d.jsonl"
+    path.write_bytes(b'{"text": "b", "label": 1}\n{"label":0,"text":"a","extra":[1,2]}\n')
+    dataset = load_dataset(path)
     expected = merkle_root([b'{"label":1,"text":"b"}', b'{"extra":[1,2],"label":0,"text":"a"}'])
-    assert records[1] == {"label": 0, "text": "a", "extra": [1, 2]}
-    assert rfc8785.dumps(records[0]) == b'{"label":1,"text":"b"}'
-    from ledger._internal.data import data_hash
-
-    assert data_hash(records) == expected.hex()
+    assert dataset.records[1] == {"label": 0, "text": "a", "extra": [1, 2]}
+    assert dataset.data_hash == expected.hex()
 
 
 @pytest.mark.parametrize(
@@ -110,6 +107,10 @@ def test_data_hash_is_a_merkle_root_of_canonical_records() -> None:
         (b'{"text": "a", "label": -1}\n', "line 1: label must be >= 0"),
         (b"[1, 2]\n", "line 1: not a JSON object"),
         (b'{"text": "a", "label": 1}\n\n', "line 2: malformed JSON"),
+        (b'{"text": "a", "label": 1, "w": NaN}\n', "line 1: malformed JSON"),
+        (b'{"text": "a", "label": 1, "w": 1e400}\n', "line 1: not representable"),
+        (b'{"text": "a", "label": 9007199254740993}\n', "line 1: not representable"),
+        (b'{"text": "\\ud800", "label": 1}\n', "line 1: not representable"),
     ],
     ids=[
         "empty",
@@ -120,6 +121,10 @@ def test_data_hash_is_a_merkle_root_of_canonical_records() -> None:
         "negative-label",
         "array",
         "blank-line",
+        "nan",
+        "infinite-float",
+        "int-beyond-2^53",
+        "lone-surrogate",
     ],
 )
 def test_bad_data_is_refused_with_its_line(raw: bytes, message: str) -> None:

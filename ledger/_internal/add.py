@@ -16,7 +16,7 @@ from ledger._internal.digest import set_digest
 from ledger._internal.errors import LedgerError
 from ledger._internal.finetune import TrainSpec, finetune
 from ledger._internal.keys import load_private
-from ledger._internal.ledgerdir import check_task_id, open_ledger
+from ledger._internal.ledgerdir import STATE, check_task_id, mask_file, open_ledger, vector_file
 from ledger._internal.store import TaskRow, Write
 from ledger._internal.tensorfile import write_tensors
 from ledger._internal.treehead import utc_now
@@ -65,6 +65,8 @@ def add_task(
         key = load_private(key_path or ledger.default_key_path())
         ledger.check_key(key)
         dataset = load_dataset(data_path)
+        ledger.check_base()
+        merged = ledger.read_state()  # checked against the log before any training
         config = ledger.config
         spec = TrainSpec(
             method=method,  # type: ignore[arg-type]
@@ -78,7 +80,6 @@ def add_task(
         )
         tau = finetune(ledger.base_dir, dataset.texts, dataset.labels, spec, progress)
         vector = TaskVector.from_tau(tau, config.scale_bits, method, config.sign_seed)
-        merged = ledger.read_state()
         before = ledger.state_digest()
         merged = state.add(merged, vector.q)
         seq = ledger.store.size()
@@ -100,12 +101,12 @@ def add_task(
             "active_after": active,
         }
         plan = journal.Plan(seq + 1)
-        plan.put(ledger.state_path, lambda p: write_tensors(p, merged))
+        plan.put(STATE, lambda p: write_tensors(p, merged))
         if config.retain_vectors:
-            plan.put(ledger.vector_path(task_id), lambda p: write_tensors(p, vector.q))
+            plan.put(vector_file(task_id), lambda p: write_tensors(p, vector.q))
         if vector.mask is not None:
             mask = vector.mask
-            plan.put(ledger.mask_path(task_id), lambda p: write_tensors(p, mask))
+            plan.put(mask_file(task_id), lambda p: write_tensors(p, mask))
         row = TaskRow(
             task_id,
             method,

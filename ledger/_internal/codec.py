@@ -18,14 +18,7 @@ from ledger._internal.errors import LedgerError
 Int64Array = npt.NDArray[np.int64]
 Float32Array = npt.NDArray[np.float32]
 
-DEFAULT_SCALE_BITS = 40
 _LIMIT = float(2**63)
-
-
-def check_scale_bits(bits: int) -> int:
-    if not 0 <= bits <= 62:
-        raise LedgerError(f"scale bits must be in 0..62, got {bits}", exit_code=2)
-    return bits
 
 
 def quantise(tau: Mapping[str, Float32Array], scale_bits: int) -> dict[str, Int64Array]:

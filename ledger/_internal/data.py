@@ -12,9 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import rfc8785
-
 from ledger._internal.errors import LedgerError
+from ledger._internal.jcs import canonical
 from ledger._internal.merkle import merkle_root
 
 
@@ -32,7 +31,12 @@ class Dataset:
         return [r["label"] for r in self.records]
 
 
-def parse_records(raw: bytes, source: str) -> tuple[dict[str, Any], ...]:
+def _no_constants(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+def parse_records(raw: bytes, source: str) -> tuple[tuple[dict[str, Any], ...], list[bytes]]:
+    """The records and their RFC 8785 forms (what the data hash covers)."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -42,12 +46,14 @@ def parse_records(raw: bytes, source: str) -> tuple[dict[str, Any], ...]:
         lines.pop()
     if not lines:
         raise LedgerError(f"{source}: empty data file")
-    records = []
+    records, forms = [], []
     for number, line in enumerate(lines, start=1):
         try:
-            record = json.loads(line)
+            record = json.loads(line, parse_constant=_no_constants)
         except json.JSONDecodeError as exc:
             raise LedgerError(f"{source}: line {number}: malformed JSON ({exc.msg})") from exc
+        except ValueError as exc:
+            raise LedgerError(f"{source}: line {number}: malformed JSON ({exc})") from exc
         if not isinstance(record, dict):
             raise LedgerError(f"{source}: line {number}: not a JSON object")
         for field, kind in (("text", str), ("label", int)):
@@ -60,12 +66,12 @@ def parse_records(raw: bytes, source: str) -> tuple[dict[str, Any], ...]:
                 )
         if record["label"] < 0:
             raise LedgerError(f"{source}: line {number}: label must be >= 0")
+        try:
+            forms.append(canonical(record))
+        except LedgerError as exc:
+            raise LedgerError(f"{source}: line {number}: {exc}") from None
         records.append(record)
-    return tuple(records)
-
-
-def data_hash(records: tuple[dict[str, Any], ...]) -> str:
-    return merkle_root([rfc8785.dumps(r) for r in records]).hex()
+    return tuple(records), forms
 
 
 def load_dataset(path: Path) -> Dataset:
@@ -73,5 +79,5 @@ def load_dataset(path: Path) -> Dataset:
         raw = path.read_bytes()
     except OSError as exc:
         raise LedgerError(f"cannot read data file {path}: {exc.strerror}") from exc
-    records = parse_records(raw, str(path))
-    return Dataset(records, data_hash(records))
+    records, forms = parse_records(raw, str(path))
+    return Dataset(records, merkle_root(forms).hex())

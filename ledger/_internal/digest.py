@@ -15,7 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import numpy.typing as npt
-import rfc8785
+
+from ledger._internal.jcs import canonical
 
 CHUNK_BYTES = 16 * 1024 * 1024
 
@@ -55,9 +56,7 @@ def set_digest(tensors: Mapping[str, npt.NDArray[np.generic]]) -> str:
     outer = hashlib.sha256(b"ulg:tensorset:v1\x00" + struct.pack("<Q", len(names)))
     for name in names:
         array = tensors[name]
-        header = rfc8785.dumps(
-            {"dtype": dtype_code(array), "name": name, "shape": list(array.shape)}
-        )
+        header = canonical({"dtype": dtype_code(array), "name": name, "shape": list(array.shape)})
         inner = hashlib.sha256(b"ulg:tensor:v1\x00" + header + b"\x00")
         for chunk_hash in per_tensor[name]:
             inner.update(chunk_hash)

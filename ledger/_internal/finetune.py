@@ -35,6 +35,7 @@ Method = Literal["sift", "ft"]
 # doubles; batch_order itself would take any u64.
 SEED_LIMIT = 1 << 53
 _U64 = 1 << 64
+MAX_LR = 100.0  # far past any useful rate; keeps inf and overflowing steps out
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -63,8 +64,8 @@ class TrainSpec:
         for name in ("steps", "batch_size", "max_length", "threads"):
             if getattr(self, name) < 1:
                 raise LedgerError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not self.lr > 0:
-            raise LedgerError(f"lr must be > 0, got {self.lr}")
+        if not 0 < self.lr <= MAX_LR:
+            raise LedgerError(f"lr must be in (0, {MAX_LR}], got {self.lr}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -146,7 +147,12 @@ def tune(
     """
     if len(texts) != len(labels):
         raise LedgerError(f"{len(texts)} texts but {len(labels)} labels")
-    num_labels = int(cast(Any, model).config.num_labels)
+    config = cast(Any, model).config
+    num_labels = int(config.num_labels)
+    if spec.max_length > int(config.max_position_embeddings):
+        raise LedgerError(
+            f"max length {spec.max_length} exceeds the model's {config.max_position_embeddings}"
+        )
     for label in labels:
         if not 0 <= label < num_labels:
             raise LedgerError(f"label {label} outside the model's labels 0..{num_labels - 1}")

@@ -17,6 +17,8 @@ from ledger._internal.errors import LedgerError
 
 
 def generate(path: Path) -> Path:
+    if not path.name or path.is_dir():
+        raise LedgerError(f"key path {str(path)!r} must name a file", exit_code=2)
     public_path = path.with_name(path.name + ".pub")
     for existing in (path, public_path):
         if existing.exists():
@@ -30,20 +32,24 @@ def generate(path: Path) -> Path:
     public_pem = key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
+    written = []
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(private_pem)
-        fd = os.open(public_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(public_pem)
+        for target, data, mode in ((path, private_pem, 0o600), (public_path, public_pem, 0o644)):
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+            written.append(target)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
     except OSError as exc:
+        for target in written:  # no half key pair left behind
+            target.unlink(missing_ok=True)
         raise LedgerError(f"cannot write key {exc.filename}: {exc.strerror}") from exc
     return public_path
 
 
 def load_private(path: Path) -> Ed25519PrivateKey:
     try:
+        if path.stat().st_mode & 0o077:
+            raise LedgerError(f"private key {path} is readable by others; chmod 600 it")
         key = serialization.load_pem_private_key(path.read_bytes(), password=None)
     except OSError as exc:
         raise LedgerError(f"cannot read key {path}: {exc.strerror}") from exc

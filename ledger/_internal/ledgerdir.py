@@ -1,15 +1,19 @@
 """A ledger folder (docs/FORMAT.md §1): layout, opening under the writer lock, committing.
 
-Every command opens the folder through ``open_ledger``, which takes the lock
-and finishes or rolls back any write a crash interrupted, so no command ever
-sees a half-applied write.
+Every command opens the folder through ``open_ledger``, which takes the lock,
+finishes or rolls back any write a crash interrupted, and checks the folder
+against its own signed log before anything is read or appended: the DuckDB
+rows and files are only indexes, and signing a new head over a rewritten
+history would launder the rewrite.
 """
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import shutil
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,14 +28,16 @@ from ledger._internal.basemodel import load_model, trainable_names
 from ledger._internal.codec import Int64Array
 from ledger._internal.digest import file_sha256, set_digest
 from ledger._internal.errors import LedgerError
-from ledger._internal.keys import key_id, load_private, raw_public
-from ledger._internal.merkle import leaf_hash
-from ledger._internal.store import FORMAT, Config, SignedHead, Store, Write, canonical
-from ledger._internal.tensorfile import fsync_dir, read_tensors, write_tensors
-from ledger._internal.treehead import sign_head, utc_now
+from ledger._internal.jcs import canonical
+from ledger._internal.keys import key_id, load_private, public_from_hex, raw_public, verifies
+from ledger._internal.merkle import leaf_hash, root_from_leaf_hashes
+from ledger._internal.store import FORMAT, Config, SignedHead, Store, Write
+from ledger._internal.tensorfile import fsync_dir, fsync_tree, read_tensors, write_tensors
+from ledger._internal.treehead import head_fields, sign_head, utc_now
 
 DB_NAME = "ledger.duckdb"
 KEY_PATH_FILE = "signing_key_path"
+STATE = "state.safetensors"
 _TASK_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
@@ -45,26 +51,32 @@ def check_task_id(task_id: str) -> str:
     return task_id
 
 
+def vector_file(task_id: str) -> str:
+    return f"vectors/{task_id}.safetensors"
+
+
+def mask_file(task_id: str) -> str:
+    return f"masks/{task_id}.safetensors"
+
+
+def certificate_file(seq: int) -> str:
+    return f"certificates/{seq}.dsse.json"
+
+
 @dataclass
 class Ledger:
     root: Path
     store: Store
     config: Config
-    trainable: dict[str, tuple[int, ...]]
+    init: dict[str, Any]
 
     @property
     def base_dir(self) -> Path:
         return self.root / "base"
 
     @property
-    def state_path(self) -> Path:
-        return self.root / "state.safetensors"
-
-    def vector_path(self, task_id: str) -> Path:
-        return self.root / "vectors" / f"{task_id}.safetensors"
-
-    def mask_path(self, task_id: str) -> Path:
-        return self.root / "masks" / f"{task_id}.safetensors"
+    def trainable(self) -> dict[str, tuple[int, ...]]:
+        return {name: tuple(shape) for name, shape in self.init["trainable"].items()}
 
     def default_key_path(self) -> Path:
         """The private key named at init; the ledger stores its path, never the key."""
@@ -73,34 +85,60 @@ class Ledger:
         except OSError:
             raise LedgerError("no default signing key recorded; pass --key") from None
 
-    def certificate_copy(self, seq: int) -> Path:
-        return self.root / "certificates" / f"{seq}.dsse.json"
+    def state_digest(self) -> str:
+        last = self.store.event(self.store.size() - 1)
+        return str(last["state_digest_after" if "state_digest_after" in last else "state_digest"])
 
     def read_state(self) -> dict[str, Int64Array]:
-        tensors = read_tensors(self.state_path)
+        """Q, refused unless it is the state the signed log says it is."""
+        tensors = self._read_checked(STATE, self.state_digest(), "merged state")
         state: dict[str, Int64Array] = {}
         for name, shape in self.trainable.items():
             array = tensors.get(name)
             if array is None or array.dtype != np.int64 or array.shape != shape:
-                raise LedgerError(f"state file is damaged: tensor {name!r} missing or wrong")
+                raise LedgerError(f"{STATE} is damaged: tensor {name!r} missing or wrong")
             state[name] = array.astype(np.int64, copy=False)
         return state
 
-    def state_digest(self) -> str:
-        last = self.store.event(self.store.size() - 1)
-        return str(last["state_digest_after" if "state_digest_after" in last else "state_digest"])
+    def read_mask(self, task_id: str, digest: str) -> dict[str, np.ndarray]:
+        return self._read_checked(mask_file(task_id), digest, f"mask of {task_id!r}")
+
+    def _read_checked(self, relative: str, digest: str, what: str) -> dict[str, np.ndarray]:
+        tensors = read_tensors(self.root / relative)
+        if set_digest(tensors) != digest:
+            raise LedgerError(f"{relative} does not match the signed log ({what} was altered)")
+        return tensors
+
+    def check_base(self) -> None:
+        """θ0's files as signed at init: a swapped base would change every replay."""
+        recorded: dict[str, str] = self.init["base_files"]
+        present = {
+            p.relative_to(self.base_dir).as_posix() for p in self.base_dir.rglob("*") if p.is_file()
+        }
+        if present != set(recorded):
+            raise LedgerError("base/ does not hold the files signed at init")
+        for name, digest in recorded.items():
+            if file_sha256((self.base_dir / name).read_bytes()) != digest:
+                raise LedgerError(f"base/{name} differs from the file signed at init")
 
     def check_key(self, key: Ed25519PrivateKey) -> None:
         if raw_public(key.public_key()).hex() != self.config.public_key:
             raise LedgerError("the signing key is not this ledger's key (its public key differs)")
 
     def commit(self, write: Write, plan: journal.Plan) -> None:
-        """Journal, staged files, one DB transaction, then the file moves."""
-        journal.prepare(self.root, plan)
+        """Journal, staged files, one DB transaction, then the file moves.
+
+        On any failure the journal is settled by the database's verdict: a
+        write that committed is finished, anything else rolled back.
+        """
         try:
+            journal.prepare(self.root, plan)
             self.store.apply(write)
+        except OSError as exc:
+            journal.settle(self.root, self.store.size(), plan)
+            raise LedgerError(f"writing the ledger failed, nothing changed: {exc}") from exc
         except BaseException:
-            journal.discard_plan(self.root, plan)
+            journal.settle(self.root, self.store.size(), plan)
             raise
         journal.apply_plan(self.root, plan)
 
@@ -110,19 +148,72 @@ class Ledger:
         return sign_head(key, self.config.log_id, leaves, event["time"])
 
 
+def _config_from_init(init: dict[str, Any], log_id: str) -> Config:
+    try:
+        return Config(
+            log_id,
+            init["base_digest"],
+            init["sign_seed"],
+            init["scale_bits"],
+            init["threads"],
+            init["public_key"],
+            init["retain_vectors"],
+        )
+    except KeyError as exc:
+        raise LedgerError(f"the init event lacks {exc.args[0]!r}") from None
+
+
+def _check_log(store: Store, config: Config) -> None:
+    """The latest signed head must cover exactly the stored events."""
+    leaves = store.leaf_hashes()
+    head = store.head(len(leaves))
+    try:
+        signature = base64.b64decode(head.signature, validate=True)
+    except ValueError:
+        signature = b""
+    if not verifies(public_from_hex(config.public_key), signature, head.body.encode()):
+        raise LedgerError(f"the tree head of size {len(leaves)} is not signed by the ledger key")
+    fields = head_fields(head)
+    if fields.get("root") != root_from_leaf_hashes(leaves).hex() or fields.get("size") != len(
+        leaves
+    ):
+        raise LedgerError("the stored events do not match the signed tree head: history rewritten")
+
+
 @contextmanager
 def open_ledger(root: Path) -> Iterator[Ledger]:
+    root = root.resolve()
     if not (root / DB_NAME).is_file():
         raise LedgerError(f"{root} is not a ledger (no {DB_NAME}); create one with ledger init")
     with journal.writer_lock(root):
         store = Store(root / DB_NAME)
         try:
-            journal.recover(root, store.size())
-            init = store.init_event()
-            trainable = {name: tuple(shape) for name, shape in init["trainable"].items()}
-            yield Ledger(root, store, store.config(), trainable)
+            journal.settle(root, store.size())
+            init = store.event(0)
+            log_id = leaf_hash(canonical(init)).hex()
+            config = _config_from_init(init, log_id)
+            if store.config() != config:
+                raise LedgerError("the config table differs from the signed init event")
+            _check_log(store, config)
+            yield Ledger(root, store, config, init)
         finally:
             store.close()
+
+
+def _base_trainable(base: Path, building: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """θ0's tensors and trainable shapes, refusing a base the format cannot describe."""
+    model, _ = load_model(base)
+    params = dict(model.named_parameters())
+    trainable = {name: list(params[name].shape) for name in trainable_names(model)}
+    tensors = read_tensors(building / "base" / "model.safetensors")
+    if any(t.dtype != np.float32 for t in tensors.values()):
+        raise LedgerError("base model tensors must all be float32; build it with ledger base")
+    stored = {n: list(t.shape) for n, t in tensors.items() if "embeddings." not in n}
+    if stored != trainable:
+        raise LedgerError(
+            "base model file's tensors are not its parameters; build the base with ledger base"
+        )
+    return tensors, trainable
 
 
 def init_ledger(
@@ -134,28 +225,21 @@ def init_ledger(
     threads: int,
     retain_vectors: bool,
 ) -> str:
-    """Build the ledger in a sibling folder and rename it into place: all or nothing."""
+    """Build the ledger in a private sibling folder, fsync it, rename it into place."""
+    root = root.resolve()
     if (root / DB_NAME).exists():
         raise LedgerError(f"{root} already holds a ledger")
-    if root.exists() and any(root.iterdir()):
-        raise LedgerError(f"{root} exists and is not empty")
+    if root.exists() and (not root.is_dir() or any(root.iterdir())):
+        raise LedgerError(f"{root} exists and is not an empty folder")
+    if not root.parent.is_dir():
+        raise LedgerError(f"{root.parent} does not exist")
     key = load_private(key_path)
-    model, _ = load_model(base)
-    names = trainable_names(model)
-    params = dict(model.named_parameters())
-    trainable = {name: tuple(params[name].shape) for name in names}
-    building = root.with_name(root.name + ".init-tmp")
-    shutil.rmtree(building, ignore_errors=True)
+    building = Path(tempfile.mkdtemp(prefix=f".{root.name}.init-", dir=root.parent))
     try:
         shutil.copytree(base, building / "base")
-        base_tensors = read_tensors(building / "base" / "model.safetensors")
-        for name, shape in trainable.items():
-            if name not in base_tensors or base_tensors[name].shape != shape:
-                raise LedgerError(
-                    f"base model file lacks parameter {name!r}; build the base with ledger base"
-                )
+        base_tensors, trainable = _base_trainable(base, building)
         zeros = {name: np.zeros(shape, dtype=np.int64) for name, shape in trainable.items()}
-        write_tensors(building / "state.safetensors", zeros)
+        write_tensors(building / STATE, zeros)
         for sub in ("vectors", "masks", "certificates"):
             (building / sub).mkdir()
         (building / KEY_PATH_FILE).write_text(str(key_path.resolve()) + "\n")
@@ -167,7 +251,7 @@ def init_ledger(
             "time": utc_now(),
             "base_digest": set_digest(base_tensors),
             "base_files": {
-                str(p.relative_to(building / "base")): file_sha256(p.read_bytes())
+                p.relative_to(building / "base").as_posix(): file_sha256(p.read_bytes())
                 for p in sorted((building / "base").rglob("*"))
                 if p.is_file()
             },
@@ -176,21 +260,14 @@ def init_ledger(
             "threads": threads,
             "public_key": public,
             "retain_vectors": retain_vectors,
-            "trainable": {name: list(shape) for name, shape in trainable.items()},
+            "trainable": trainable,
             "state_digest": set_digest(zeros),
         }
         log_id = leaf_hash(canonical(init_event)).hex()
-        config = Config(
-            log_id,
-            str(init_event["base_digest"]),
-            sign_seed,
-            scale_bits,
-            threads,
-            public,
-            retain_vectors,
-        )
         head = sign_head(key, log_id, [bytes.fromhex(log_id)], str(init_event["time"]))
+        config = _config_from_init(init_event, log_id)
         Store.create(building / DB_NAME, config, init_event, head).close()
+        fsync_tree(building)
         if root.exists():
             root.rmdir()
         os.replace(building, root)

@@ -10,10 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import rfc8785
-
 from ledger._internal.data import load_dataset
 from ledger._internal.errors import LedgerError
+from ledger._internal.jcs import canonical
 from ledger._internal.ledgerdir import Ledger
 from ledger._internal.merkle import consistency_proof, inclusion_proof, leaf_hash
 
@@ -65,7 +64,7 @@ def record_inclusion(ledger: Ledger, task_id: str, data: Path, line: int) -> dic
         raise LedgerError(f"data hash {dataset.data_hash} differs from the recorded one")
     if not 1 <= line <= len(dataset.records):
         raise LedgerError(f"line {line} outside 1..{len(dataset.records)}", exit_code=2)
-    leaves = [leaf_hash(bytes(rfc8785.dumps(r))) for r in dataset.records]
+    leaves = [leaf_hash(canonical(r)) for r in dataset.records]
     return {
         "task_id": task_id,
         "line": line,

@@ -15,9 +15,8 @@ import torch
 
 from ledger._internal.basemodel import load_model
 from ledger._internal.codec import Float32Array, dequantise
-from ledger._internal.errors import LedgerError
 from ledger._internal.ledgerdir import Ledger
-from ledger._internal.tensorfile import read_tensors
+from ledger._internal.tensorfile import refuse_nonempty
 from ledger._internal.vector import unpack_mask
 
 MAX_LENGTH = 32
@@ -32,7 +31,7 @@ def served_deltas(ledger: Ledger, task_id: str) -> tuple[dict[str, Float32Array]
     task = ledger.store.task(task_id)
     masks = None
     if task is not None and task.status == "active" and task.mask_digest is not None:
-        masks = read_tensors(ledger.mask_path(task_id))
+        masks = ledger.read_mask(task_id, task.mask_digest)
     deltas = {}
     for name, q in merged.items():
         if masks is not None:
@@ -42,6 +41,7 @@ def served_deltas(ledger: Ledger, task_id: str) -> tuple[dict[str, Float32Array]
 
 
 def served_model(ledger: Ledger, task_id: str) -> tuple[Any, Any, str]:
+    ledger.check_base()
     model, tokenizer = load_model(ledger.base_dir)
     deltas, how = served_deltas(ledger, task_id)
     params = dict(model.named_parameters())
@@ -54,7 +54,7 @@ def served_model(ledger: Ledger, task_id: str) -> tuple[Any, Any, str]:
 def probabilities(
     model: Any, tokenizer: Any, texts: Sequence[str], max_length: int = MAX_LENGTH
 ) -> torch.Tensor:
-    """Class probabilities, batched; inputs truncated as in training (FORMAT.md §10)."""
+    """Class probabilities, batched; truncate inputs as the task was trained."""
     out = []
     with torch.no_grad():
         for start in range(0, len(texts), 64):
@@ -71,7 +71,9 @@ def probabilities(
 
 def predict(ledger: Ledger, task_id: str, text: str) -> dict[str, Any]:
     model, tokenizer, how = served_model(ledger, task_id)
-    probs = probabilities(model, tokenizer, [text])[0]
+    task = ledger.store.task(task_id)
+    length = ledger.store.event(task.add_seq)["spec"]["max_length"] if task else MAX_LENGTH
+    probs = probabilities(model, tokenizer, [text], length)[0]
     return {
         "task": task_id,
         "label": int(torch.argmax(probs)),
@@ -81,8 +83,7 @@ def predict(ledger: Ledger, task_id: str, text: str) -> dict[str, Any]:
 
 
 def export(ledger: Ledger, task_id: str, out: Path) -> str:
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise LedgerError(f"{out} exists and is not an empty folder")
+    refuse_nonempty(out)
     model, tokenizer, how = served_model(ledger, task_id)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)

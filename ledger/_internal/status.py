@@ -5,9 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ledger._internal.digest import set_digest
-from ledger._internal.ledgerdir import open_ledger
+from ledger._internal.ledgerdir import Ledger, open_ledger
 from ledger._internal.treehead import head_fields
+
+
+def _checked_state_digest(ledger: Ledger) -> str:
+    ledger.read_state()  # refuses a state file that differs from the signed log
+    return ledger.state_digest()
 
 
 def ledger_status(root: Path) -> dict[str, Any]:
@@ -18,7 +22,7 @@ def ledger_status(root: Path) -> dict[str, Any]:
         return {
             "active": [t.task_id for t in tasks if t.status == "active"],
             "unlearned": [t.task_id for t in tasks if t.status == "unlearned"],
-            "state_digest": set_digest(ledger.read_state()),
+            "state_digest": _checked_state_digest(ledger),
             "tree_size": size,
             "root": head_fields(store.head(size))["root"],
             "tasks": {

@@ -8,15 +8,14 @@ signed tree heads (docs/FORMAT.md §4–§6). One write = one transaction.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import duckdb
-import rfc8785
 
 from ledger._internal.errors import LedgerError
+from ledger._internal.jcs import canonical
 from ledger._internal.merkle import leaf_hash
 
 FORMAT = "ulg/ledger/v1"
@@ -81,10 +80,6 @@ class Write:
     certificate: bytes | None = None
 
 
-def canonical(payload: dict[str, Any]) -> bytes:
-    return bytes(rfc8785.dumps(payload))
-
-
 class Store:
     def __init__(self, path: Path, read_only: bool = False) -> None:
         try:
@@ -123,55 +118,56 @@ class Store:
         con.execute("COMMIT")
         return store
 
+    def _rows(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
+        try:
+            return self._con.execute(sql, params or []).fetchall()
+        except duckdb.Error as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise LedgerError(f"ledger database is damaged or not a ledger: {first}") from exc
+
     def config(self) -> Config:
-        row = self._con.execute(
+        rows = self._rows(
             "SELECT log_id, base_digest, sign_seed, scale_bits, threads, public_key, "
             "retain_vectors FROM config"
-        ).fetchone()
-        if row is None:
-            raise LedgerError("ledger database has no config row")
-        return Config(*row)
-
-    def init_event(self) -> dict[str, Any]:
-        row = self._con.execute("SELECT payload FROM events WHERE seq = 0").fetchone()
-        if row is None:
-            raise LedgerError("ledger database has no init event")
-        payload: dict[str, Any] = json.loads(row[0])
-        return payload
+        )
+        if len(rows) != 1:
+            raise LedgerError("ledger database must have exactly one config row")
+        return Config(*rows[0])
 
     def event(self, seq: int) -> dict[str, Any]:
-        row = self._con.execute("SELECT payload FROM events WHERE seq = ?", [seq]).fetchone()
-        if row is None:
+        rows = self._rows("SELECT payload FROM events WHERE seq = ?", [seq])
+        if not rows:
             raise LedgerError(f"ledger has no event {seq}")
-        payload: dict[str, Any] = json.loads(row[0])
+        try:
+            payload = json.loads(rows[0][0])
+        except ValueError:
+            raise LedgerError(f"event {seq} is not JSON") from None
+        if not isinstance(payload, dict):
+            raise LedgerError(f"event {seq} is not a JSON object")
         return payload
 
     def size(self) -> int:
-        row = self._con.execute("SELECT count(*) FROM events").fetchone()
-        return int(row[0]) if row else 0
+        return int(self._rows("SELECT count(*) FROM events")[0][0])
 
     def leaf_hashes(self) -> list[bytes]:
-        rows = self._con.execute("SELECT payload FROM events ORDER BY seq").fetchall()
+        rows = self._rows("SELECT payload FROM events ORDER BY seq")
         return [leaf_hash(payload.encode("utf-8")) for (payload,) in rows]
 
     def head(self, size: int) -> SignedHead:
-        row = self._con.execute(
-            "SELECT body, signature FROM tree_heads WHERE size = ?", [size]
-        ).fetchone()
-        if row is None:
+        rows = self._rows("SELECT body, signature FROM tree_heads WHERE size = ?", [size])
+        if not rows:
             raise LedgerError(f"ledger has no tree head of size {size}")
-        return SignedHead(*row)
+        return SignedHead(*rows[0])
 
     def task(self, task_id: str) -> TaskRow | None:
-        row = self._con.execute("SELECT * FROM tasks WHERE task_id = ?", [task_id]).fetchone()
-        return TaskRow(*row) if row else None
+        rows = self._rows("SELECT * FROM tasks WHERE task_id = ?", [task_id])
+        return TaskRow(*rows[0]) if rows else None
 
     def tasks(self) -> list[TaskRow]:
-        rows = self._con.execute("SELECT * FROM tasks ORDER BY task_id").fetchall()
-        return [TaskRow(*row) for row in rows]
+        return [TaskRow(*row) for row in self._rows("SELECT * FROM tasks ORDER BY task_id")]
 
     def active_ids(self) -> list[str]:
-        return [t.task_id for t in self.tasks() if t.status == "active"]
+        return sorted(t.task_id for t in self.tasks() if t.status == "active")
 
     def apply(self, write: Write) -> None:
         con, event, task = self._con, write.event, write.task
@@ -208,8 +204,3 @@ class Store:
         except duckdb.Error as exc:
             con.execute("ROLLBACK")
             raise LedgerError(f"ledger database write failed, nothing changed: {exc}") from exc
-
-    def certificates(self) -> Sequence[tuple[int, str, str]]:
-        return self._con.execute(
-            "SELECT seq, task_id, envelope FROM certificates ORDER BY seq"
-        ).fetchall()

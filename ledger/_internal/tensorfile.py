@@ -32,6 +32,23 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def refuse_nonempty(out: Path) -> None:
+    """Outputs go to a new or empty folder: never mixed into, never overwriting."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise LedgerError(f"{out} exists and is not an empty folder")
+
+
+def fsync_tree(root: Path) -> None:
+    """Every file and folder under root, before the folder is renamed into view."""
+    for path in sorted(root.rglob("*"), reverse=True):
+        if path.is_file():
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())
+        else:
+            fsync_dir(path)
+    fsync_dir(root)
+
+
 def write_bytes_durable(path: Path, data: bytes) -> None:
     with open(path, "wb") as handle:
         handle.write(data)

@@ -9,8 +9,9 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from ledger._internal.jcs import canonical
 from ledger._internal.merkle import root_from_leaf_hashes
-from ledger._internal.store import SignedHead, canonical
+from ledger._internal.store import SignedHead
 
 
 def utc_now() -> str:

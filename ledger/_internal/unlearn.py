@@ -7,6 +7,7 @@ the digest comparison the judge of the replay.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,11 +20,45 @@ from ledger._internal.digest import set_digest
 from ledger._internal.errors import LedgerError
 from ledger._internal.finetune import TrainSpec, finetune
 from ledger._internal.keys import load_private
-from ledger._internal.ledgerdir import check_task_id, open_ledger
+from ledger._internal.ledgerdir import (
+    STATE,
+    certificate_file,
+    check_task_id,
+    mask_file,
+    open_ledger,
+    vector_file,
+)
 from ledger._internal.store import TaskRow, Write
 from ledger._internal.tensorfile import write_bytes_durable, write_tensors
 from ledger._internal.treehead import utc_now
 from ledger._internal.vector import TaskVector
+
+
+def _check_out(out: Path, root: Path) -> Path:
+    """The certificate's destination, checked before a replay that may take minutes."""
+    out = out.resolve()
+    if out.exists():
+        raise LedgerError(f"refusing to overwrite existing file {out}")
+    if not out.parent.is_dir() or not os.access(out.parent, os.W_OK):
+        raise LedgerError(f"cannot write a certificate into {out.parent}")
+    if out.is_relative_to(root.resolve()):
+        raise LedgerError("write the certificate outside the ledger folder (a copy is kept in it)")
+    return out
+
+
+def _deliver(envelope: bytes, out: Path, kept: str) -> None:
+    """Outside the journal: a vanished OUT folder must never block the ledger's recovery."""
+    try:
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(envelope)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as exc:
+        raise LedgerError(
+            f"unlearned, but could not write the certificate to {out} ({exc.strerror}); "
+            f"the ledger keeps a copy at {kept}"
+        ) from exc
 
 
 def unlearn_task(
@@ -35,10 +70,7 @@ def unlearn_task(
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     check_task_id(task_id)
-    if certificate_out.exists():
-        raise LedgerError(f"refusing to overwrite existing file {certificate_out}")
-    if not certificate_out.parent.is_dir():
-        raise LedgerError(f"certificate folder {certificate_out.parent} does not exist")
+    out = _check_out(certificate_out, root)
     with open_ledger(root) as ledger:
         task = ledger.store.task(task_id)
         if task is None:
@@ -53,6 +85,8 @@ def unlearn_task(
                 f"data hash {dataset.data_hash} differs from the recorded {task.data_hash}: "
                 "not the data task was trained on"
             )
+        ledger.check_base()
+        merged = ledger.read_state()
         add_event = ledger.store.event(task.add_seq)
         spec = TrainSpec.from_dict(add_event["spec"])
         apply_knobs(spec.threads, spec.seed)
@@ -65,11 +99,12 @@ def unlearn_task(
                 f"replayed digest {vector.vector_digest} != recorded {task.vector_digest}; "
                 "refusing to subtract, nothing changed"
             )
-        merged = state.subtract(ledger.read_state(), vector.q)
+        merged = state.subtract(merged, vector.q)
         seq = ledger.store.size()
-        remaining = [
-            t for t in ledger.store.tasks() if t.status == "active" and t.task_id != task_id
-        ]
+        remaining = sorted(
+            (t for t in ledger.store.tasks() if t.status == "active" and t.task_id != task_id),
+            key=lambda t: t.task_id,
+        )
         event: dict[str, Any] = {
             "kind": "unlearn",
             "seq": seq,
@@ -83,20 +118,13 @@ def unlearn_task(
         }
         head_after = ledger.sign_next_head(key, event)
         statement = build_statement(
-            config,
-            add_event,
-            event,
-            ledger.store.head(seq),
-            head_after,
-            remaining,
-            record(spec),
+            config, add_event, event, ledger.store.head(seq), head_after, remaining, record(spec)
         )
         envelope = sign_certificate(statement, key)
         plan = journal.Plan(seq + 1)
-        plan.put(ledger.state_path, lambda p: write_tensors(p, merged))
-        plan.put(ledger.certificate_copy(seq), lambda p: write_bytes_durable(p, envelope))
-        plan.put(certificate_out.resolve(), lambda p: write_bytes_durable(p, envelope))
-        plan.deletes += [str(ledger.vector_path(task_id)), str(ledger.mask_path(task_id))]
+        plan.put(STATE, lambda p: write_tensors(p, merged))
+        plan.put(certificate_file(seq), lambda p: write_bytes_durable(p, envelope))
+        plan.deletes += [vector_file(task_id), mask_file(task_id)]
         row = TaskRow(
             task_id,
             task.method,
@@ -108,4 +136,5 @@ def unlearn_task(
             task.mask_digest,
         )
         ledger.commit(Write(event, head_after, row, envelope), plan)
-        return event
+    _deliver(envelope, out, str(ledger.root / certificate_file(seq)))
+    return event

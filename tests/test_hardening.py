@@ -1,0 +1,222 @@
+"""The ledger refuses to build on a folder that no longer matches its signed log.
+
+Each case is named after the attack or accident it represents; each must be
+one `error:` line that leaves the folder as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from ledger._internal.add import Hyper, add_task
+from ledger._internal.ledgerdir import init_ledger
+from tests.conftest import Result, tree_digest
+
+
+@pytest.fixture(scope="module")
+def two_tasks(
+    tmp_path_factory: pytest.TempPathFactory,
+    tiny_base: Path,
+    key: Path,
+    task_data: dict[str, Path],
+) -> Path:
+    led = tmp_path_factory.mktemp("hard") / "led"
+    init_ledger(led, tiny_base, key, sign_seed=5, scale_bits=40, threads=2, retain_vectors=True)
+    add_task(led, "a", task_data["a"], "sift", None, Hyper(steps=3), None)
+    add_task(led, "b", task_data["b"], "ft", None, Hyper(steps=3), None)
+    return led
+
+
+@pytest.fixture
+def led(two_tasks: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "led"
+    shutil.copytree(two_tasks, copy)
+    return copy
+
+
+def _sql(led: Path, statement: str) -> None:
+    con = duckdb.connect(str(led / "ledger.duckdb"))
+    con.execute(statement)
+    con.close()
+
+
+def _zero_state(led: Path) -> None:
+    from ledger._internal.tensorfile import read_tensors, write_tensors
+
+    state = read_tensors(led / "state.safetensors")
+    write_tensors(led / "state.safetensors", {n: t * 0 for n, t in state.items()})
+
+
+def _rewrite_event(led: Path) -> None:
+    con = duckdb.connect(str(led / "ledger.duckdb"))
+    (payload,) = con.execute("SELECT payload FROM events WHERE seq = 1").fetchone()
+    con.execute("UPDATE events SET payload = ? WHERE seq = 1", [payload.replace('"a"', '"z"')])
+    con.close()
+
+
+def _replace_mask(led: Path) -> None:
+    shutil.copy(led / "masks/a.safetensors", led / "masks/a.safetensors.bak")
+    data = bytearray((led / "masks/a.safetensors").read_bytes())
+    data[-1] ^= 0xFF
+    (led / "masks/a.safetensors").write_bytes(bytes(data))
+    (led / "masks/a.safetensors.bak").unlink()
+
+
+TAMPERING: dict[str, tuple[Callable[[Path], None], str]] = {
+    "state-zeroed-to-launder-a-task": (_zero_state, "does not match the signed log"),
+    "config-scale-rewritten": (
+        lambda led: _sql(led, "UPDATE config SET scale_bits = 8"),
+        "config table differs from the signed init event",
+    ),
+    "history-rewritten-before-append": (_rewrite_event, "history rewritten"),
+    "head-signature-forged": (
+        lambda led: _sql(led, "UPDATE tree_heads SET signature = 'AAAA' || substr(signature, 5)"),
+        "not signed by the ledger key",
+    ),
+    "base-file-swapped": (
+        lambda led: (led / "base/vocab.txt").write_text("[PAD]\n"),
+        "differs from the file signed at init",
+    ),
+    "planted-journal-escapes-the-folder": (
+        lambda led: (led / "journal.json").write_text(
+            json.dumps({"target_size": 9, "moves": [], "deletes": ["../victim"]})
+        ),
+        "names a path outside the ledger",
+    ),
+    "damaged-journal": (
+        lambda led: (led / "journal.json").write_text("garbage"),
+        "journal.json is damaged",
+    ),
+    "lock-file-symlinked": (
+        lambda led: (
+            (led / "LOCK").unlink(missing_ok=True),
+            (led / "LOCK").symlink_to("../victim"),
+        ),
+        "cannot open the lock file",
+    ),
+    "tables-dropped": (lambda led: _sql(led, "DROP TABLE events"), "damaged or not a ledger"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(TAMPERING))
+def test_add_refuses_a_tampered_folder(
+    led: Path, task_data: dict[str, Path], ledger_cli: Callable[..., Result], case: str
+) -> None:
+    victim = led.parent / "victim"
+    victim.write_text("not the ledger's")
+    tamper, message = TAMPERING[case]
+    tamper(led)
+    before = tree_digest(led)
+    result = ledger_cli("add", led, "--task", "c", "--data", task_data["c"], "--steps", "2")
+    assert result.code == 1, result
+    assert result.err.count("\n") == 1 and result.err.startswith("error: "), result.err
+    assert message in result.err
+    assert tree_digest(led) == before
+    assert victim.read_text() == "not the ledger's"
+
+
+def test_a_tampered_mask_is_never_served(led: Path, ledger_cli: Callable[..., Result]) -> None:
+    _replace_mask(led)
+    result = ledger_cli("predict", led, "--task", "a", "--text", "good")
+    assert result.code == 1 and "masks/a.safetensors does not match" in result.err
+
+
+def test_recovery_works_from_any_working_directory(
+    led: Path, task_data: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A journal written via a relative path must not be resolved against another cwd."""
+    from ledger._internal import journal
+    from ledger._internal.status import ledger_status
+
+    class Crash(BaseException):
+        pass
+
+    def crash(root: Path, plan: journal.Plan) -> None:
+        raise Crash
+
+    monkeypatch.chdir(led.parent)
+    monkeypatch.setattr(journal, "apply_plan", crash)
+    with pytest.raises(Crash):
+        add_task(Path("led"), "c", task_data["c"], "sift", None, Hyper(steps=2), None)
+    monkeypatch.undo()
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "led").mkdir(parents=True)
+    monkeypatch.chdir(elsewhere)
+    assert ledger_status(led)["active"] == ["a", "b", "c"]
+    assert not any((elsewhere / "led").iterdir())
+
+
+@pytest.mark.parametrize(
+    ("where", "message"),
+    [
+        ("inside", "outside the ledger folder"),
+        ("missing-folder", "cannot write a certificate into"),
+        ("existing", "refusing to overwrite"),
+    ],
+)
+def test_certificate_destination_is_checked_before_the_replay(
+    led: Path,
+    task_data: dict[str, Path],
+    tmp_path: Path,
+    ledger_cli: Callable[..., Result],
+    where: str,
+    message: str,
+) -> None:
+    out = {
+        "inside": led / "c.json",
+        "missing-folder": tmp_path / "nowhere" / "c.json",
+        "existing": task_data["a"],
+    }[where]
+    before = tree_digest(led)
+    result = ledger_cli(
+        "unlearn", led, "--task", "a", "--data", task_data["a"], "--certificate", out
+    )
+    assert result.code == 1 and message in result.err
+    assert tree_digest(led) == before
+
+
+def test_a_world_readable_private_key_is_refused(
+    led: Path,
+    key: Path,
+    task_data: dict[str, Path],
+    tmp_path: Path,
+    ledger_cli: Callable[..., Result],
+) -> None:
+    loose = tmp_path / "loose.key"
+    shutil.copy(key, loose)
+    os.chmod(loose, 0o644)
+    result = ledger_cli("add", led, "--task", "c", "--data", task_data["c"], "--key", loose)
+    assert result.code == 1 and "readable by others" in result.err
+
+
+def test_keygen_leaves_no_half_pair(tmp_path: Path, ledger_cli: Callable[..., Result]) -> None:
+    (tmp_path / "k.pub").symlink_to(tmp_path / "dangling")
+    result = ledger_cli("keygen", tmp_path / "k")
+    assert result.code == 1 and result.err.startswith("error: ")
+    assert not (tmp_path / "k").exists()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--max-length", "1000"],
+        ["--lr", "inf"],
+        ["--lr", "1e300"],
+    ],
+    ids=["max-length-beyond-positions", "infinite-lr", "huge-lr"],
+)
+def test_bad_training_options_are_one_line(
+    led: Path, task_data: dict[str, Path], ledger_cli: Callable[..., Result], args: list[str]
+) -> None:
+    before = tree_digest(led)
+    result = ledger_cli("add", led, "--task", "c", "--data", task_data["c"], *args)
+    assert result.code in (1, 2) and result.err.count("\n") == 1, result
+    assert result.err.startswith("error: ")
+    assert tree_digest(led) == before
