@@ -13,9 +13,9 @@ from typing import Any
 import click
 
 from ledger._internal.errors import LedgerError
+from ledger._internal.jcs import SEED_LIMIT
 
-# Seeds travel in RFC 8785 JSON, whose numbers are IEEE doubles: exact up to 2^53.
-_MAX_SEED = 2**53 - 1
+_MAX_SEED = SEED_LIMIT - 1
 _PATH = click.Path(path_type=Path)
 _EXISTING = click.Path(path_type=Path, exists=True)
 

@@ -28,12 +28,10 @@ from ledger._internal.determinism import (
     apply_knobs,
 )
 from ledger._internal.errors import LedgerError
+from ledger._internal.jcs import SEED_LIMIT
 from ledger._internal.signs import sign_vector
 
 Method = Literal["sift", "ft"]
-# Seeds travel in RFC 8785 records, whose integers must be exact as IEEE
-# doubles; batch_order itself would take any u64.
-SEED_LIMIT = 1 << 53
 _U64 = 1 << 64
 MAX_LR = 100.0  # far past any useful rate; keeps inf and overflowing steps out
 

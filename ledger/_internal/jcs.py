@@ -8,6 +8,9 @@ import rfc8785
 
 from ledger._internal.errors import LedgerError
 
+# JCS numbers are IEEE doubles: integers are exact below 2^53, so every seed is.
+SEED_LIMIT = 1 << 53
+
 
 def canonical(value: Any) -> bytes:
     """JCS bytes; values JCS cannot represent exactly (ints >= 2^53, NaN, lone
