@@ -220,3 +220,31 @@ def test_bad_training_options_are_one_line(
     assert result.code in (1, 2) and result.err.count("\n") == 1, result
     assert result.err.startswith("error: ")
     assert tree_digest(led) == before
+
+
+@pytest.mark.parametrize("change", ["extra-tensor", "half-precision"])
+def test_init_refuses_a_base_the_format_cannot_describe(
+    tiny_base: Path, key: Path, tmp_path: Path, ledger_cli: Callable[..., Result], change: str
+) -> None:
+    import numpy as np
+
+    from ledger._internal.tensorfile import read_tensors, write_tensors
+
+    base = tmp_path / "base"
+    shutil.copytree(tiny_base, base)
+    tensors = read_tensors(base / "model.safetensors")
+    if change == "extra-tensor":
+        tensors["extra.weight"] = np.zeros(3, dtype=np.float32)
+    else:
+        tensors = {n: t.astype(np.float16) for n, t in tensors.items()}
+    (base / "model.safetensors").unlink()
+    if change == "extra-tensor":
+        write_tensors(base / "model.safetensors", tensors)
+    else:
+        from safetensors.numpy import save_file
+
+        save_file(tensors, str(base / "model.safetensors"))
+    result = ledger_cli("init", tmp_path / "led", "--base", base, "--key", key)
+    assert result.code == 1 and result.err.startswith("error: "), result
+    assert not (tmp_path / "led").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["base"]
