@@ -101,6 +101,19 @@ TAMPERING: dict[str, tuple[Callable[[Path], None], str]] = {
         ),
         "cannot open the lock file",
     ),
+    "task-row-marked-unlearned": (
+        lambda led: _sql(led, "UPDATE tasks SET status = 'unlearned' WHERE task_id = 'b'"),
+        "tasks table differs from the signed events",
+    ),
+    "task-row-duplicated": (
+        lambda led: _sql(
+            led,
+            "CREATE TABLE t2 AS SELECT * FROM tasks; DROP TABLE tasks; "
+            "CREATE TABLE tasks AS SELECT * FROM t2 UNION ALL SELECT * FROM t2 WHERE task_id='b';"
+            "DROP TABLE t2",
+        ),
+        "tasks table differs from the signed events",
+    ),
     "tables-dropped": (lambda led: _sql(led, "DROP TABLE events"), "damaged or not a ledger"),
 }
 

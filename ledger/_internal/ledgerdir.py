@@ -16,7 +16,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ from ledger._internal.errors import LedgerError
 from ledger._internal.jcs import canonical
 from ledger._internal.keys import key_id, load_private, public_from_hex, raw_public, verifies
 from ledger._internal.merkle import leaf_hash, root_from_leaf_hashes
-from ledger._internal.store import FORMAT, Config, SignedHead, Store, Write
+from ledger._internal.store import FORMAT, Config, SignedHead, Store, TaskRow, Write
 from ledger._internal.tensorfile import fsync_dir, fsync_tree, read_tensors, write_tensors
 from ledger._internal.treehead import head_fields, sign_head, utc_now
 
@@ -180,6 +180,37 @@ def _check_log(store: Store, config: Config) -> None:
         raise LedgerError("the stored events do not match the signed tree head: history rewritten")
 
 
+def _check_tasks(store: Store) -> None:
+    """The tasks table is an index: it must be exactly what the signed events say."""
+    tasks: dict[str, TaskRow] = {}
+    try:
+        for event in store.payloads()[1:]:
+            _replay_task(tasks, event)
+    except KeyError as exc:
+        raise LedgerError(f"an event lacks the field {exc.args[0]!r}") from None
+    if sorted(store.tasks(), key=lambda t: t.task_id) != [tasks[t] for t in sorted(tasks)]:
+        raise LedgerError("the tasks table differs from the signed events")
+
+
+def _replay_task(tasks: dict[str, TaskRow], event: dict[str, Any]) -> None:
+    task_id = event["task_id"]
+    if event["kind"] == "add" and task_id not in tasks:
+        tasks[task_id] = TaskRow(
+            task_id,
+            event["method"],
+            "active",
+            event["seq"],
+            None,
+            event["data_hash"],
+            event["vector_digest"],
+            event["mask_digest"],
+        )
+    elif event["kind"] == "unlearn" and task_id in tasks and tasks[task_id].status == "active":
+        tasks[task_id] = replace(tasks[task_id], status="unlearned", unlearn_seq=event["seq"])
+    else:
+        raise LedgerError(f"event {event['seq']} is not a valid {event['kind']} of {task_id!r}")
+
+
 @contextmanager
 def open_ledger(root: Path) -> Iterator[Ledger]:
     root = root.resolve()
@@ -195,6 +226,7 @@ def open_ledger(root: Path) -> Iterator[Ledger]:
             if store.config() != config:
                 raise LedgerError("the config table differs from the signed init event")
             _check_log(store, config)
+            _check_tasks(store)
             yield Ledger(root, store, config, init)
         finally:
             store.close()

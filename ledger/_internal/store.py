@@ -38,6 +38,11 @@ CREATE TABLE certificates (
 """
 
 
+_TASK_COLUMNS = (
+    "task_id, method, status, add_seq, unlearn_seq, data_hash, vector_digest, mask_digest"
+)
+
+
 @dataclass(frozen=True)
 class Config:
     log_id: str
@@ -78,6 +83,16 @@ class Write:
     head: SignedHead
     task: TaskRow
     certificate: bytes | None = None
+
+
+def _parse_event(seq: int, payload: str) -> dict[str, Any]:
+    try:
+        event = json.loads(payload)
+    except ValueError:
+        raise LedgerError(f"event {seq} is not JSON") from None
+    if not isinstance(event, dict):
+        raise LedgerError(f"event {seq} is not a JSON object")
+    return event
 
 
 class Store:
@@ -138,13 +153,7 @@ class Store:
         rows = self._rows("SELECT payload FROM events WHERE seq = ?", [seq])
         if not rows:
             raise LedgerError(f"ledger has no event {seq}")
-        try:
-            payload = json.loads(rows[0][0])
-        except ValueError:
-            raise LedgerError(f"event {seq} is not JSON") from None
-        if not isinstance(payload, dict):
-            raise LedgerError(f"event {seq} is not a JSON object")
-        return payload
+        return _parse_event(seq, rows[0][0])
 
     def size(self) -> int:
         return int(self._rows("SELECT count(*) FROM events")[0][0])
@@ -160,11 +169,16 @@ class Store:
         return SignedHead(*rows[0])
 
     def task(self, task_id: str) -> TaskRow | None:
-        rows = self._rows("SELECT * FROM tasks WHERE task_id = ?", [task_id])
+        rows = self._rows(f"SELECT {_TASK_COLUMNS} FROM tasks WHERE task_id = ?", [task_id])
         return TaskRow(*rows[0]) if rows else None
 
     def tasks(self) -> list[TaskRow]:
-        return [TaskRow(*row) for row in self._rows("SELECT * FROM tasks ORDER BY task_id")]
+        rows = self._rows(f"SELECT {_TASK_COLUMNS} FROM tasks ORDER BY task_id")
+        return [TaskRow(*row) for row in rows]
+
+    def payloads(self) -> list[dict[str, Any]]:
+        rows = self._rows("SELECT seq, payload FROM events ORDER BY seq")
+        return [_parse_event(seq, payload) for seq, payload in rows]
 
     def active_ids(self) -> list[str]:
         return sorted(t.task_id for t in self.tasks() if t.status == "active")
