@@ -55,9 +55,7 @@ def tau_digest(tau: dict[str, np.ndarray]) -> str:
 
 
 def _job(base: Path, texts: list[str], labels: list[int], spec: TrainSpec) -> str:
-    return json.dumps(
-        {"base": str(base), "texts": texts, "labels": labels, "spec": spec.to_dict()}
-    )
+    return json.dumps({"base": str(base), "texts": texts, "labels": labels, "spec": spec.to_dict()})
 
 
 def _run_job(raw: str) -> str:
@@ -188,9 +186,7 @@ def test_plain_finetuning_violates_the_sign_vector(tiny: Path) -> None:
     assert violations > 0
 
 
-def test_thread_count_changes_bits_and_replay_names_it(
-    tiny: Path, restore_threads: None
-) -> None:
+def test_thread_count_changes_bits_and_replay_names_it(tiny: Path, restore_threads: None) -> None:
     one = TrainSpec(method="sift", seed=5, sign_seed=2, threads=1)
     two = TrainSpec(method="sift", seed=5, sign_seed=2, threads=2)
     assert tau_digest(finetune(tiny, TEXTS, LABELS, one)) != tau_digest(

@@ -44,8 +44,19 @@ from verifier.tensors import (
 )
 
 # RFC 6962 test leaves and roots (transparency-dev/merkle testonly/constants.go).
-CT_LEAVES = [bytes.fromhex(h) for h in ("", "00", "10", "2021", "3031", "40414243",
-                                         "5051525354555657", "606162636465666768696a6b6c6d6e6f")]
+CT_LEAVES = [
+    bytes.fromhex(h)
+    for h in (
+        "",
+        "00",
+        "10",
+        "2021",
+        "3031",
+        "40414243",
+        "5051525354555657",
+        "606162636465666768696a6b6c6d6e6f",
+    )
+]
 CT_ROOTS = [
     "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
     "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d",
@@ -58,14 +69,20 @@ CT_ROOTS = [
     "5dc9da79a70659a9ad559cb701ded9a2ab9d823aad2f4960cfe370eff4604328",
 ]
 CT_CONSISTENCY = {
-    (1, 8): ["96a296d224f285c67bee93c30f8a309157f0daa35dc5b87e410b78630a09cfc7",
-             "5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
-             "6b47aaf29ee3c2af9af889bc1fb9254dabd31177f16232dd6aab035ca39bf6e4"],
-    (6, 8): ["0ebc5d3437fbe2db158b9f126a1d118e308181031d0a949f8dededebc558ef6a",
-             "ca854ea128ed050b41b35ffc1b87b8eb2bde461e9e3b5596ece6b9d5975a0ae0",
-             "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7"],
-    (2, 5): ["5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
-             "bc1a0643b12e4d2d7c77918f44e0f4f79a838b6cf9ec5b5c283e1f4d88599e6b"],
+    (1, 8): [
+        "96a296d224f285c67bee93c30f8a309157f0daa35dc5b87e410b78630a09cfc7",
+        "5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
+        "6b47aaf29ee3c2af9af889bc1fb9254dabd31177f16232dd6aab035ca39bf6e4",
+    ],
+    (6, 8): [
+        "0ebc5d3437fbe2db158b9f126a1d118e308181031d0a949f8dededebc558ef6a",
+        "ca854ea128ed050b41b35ffc1b87b8eb2bde461e9e3b5596ece6b9d5975a0ae0",
+        "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7",
+    ],
+    (2, 5): [
+        "5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
+        "bc1a0643b12e4d2d7c77918f44e0f4f79a838b6cf9ec5b5c283e1f4d88599e6b",
+    ],
 }
 
 
@@ -81,8 +98,9 @@ def test_merkle_known_proofs() -> None:
     for (m, n), want in CT_CONSISTENCY.items():
         proof = tree.consistency_proof(m, n)
         assert [p.hex() for p in proof] == want
-        assert verify_consistency(m, n, bytes.fromhex(CT_ROOTS[m]), bytes.fromhex(CT_ROOTS[n]),
-                                  proof)
+        assert verify_consistency(
+            m, n, bytes.fromhex(CT_ROOTS[m]), bytes.fromhex(CT_ROOTS[n]), proof
+        )
     path = tree.inclusion_path(0, 8)
     assert [p.hex() for p in path] == CT_CONSISTENCY[(1, 8)]
     assert verify_inclusion(0, 8, leaf_hash(b""), path, bytes.fromhex(CT_ROOTS[8]))
@@ -132,13 +150,16 @@ def test_merkle_random_trees_accept_and_mutations_reject() -> None:
 
 def test_dsse_pae_vector_and_envelope() -> None:
     assert pae("http://example.com/HelloWorld", b"hello world") == (
-        b"DSSEv1 29 http://example.com/HelloWorld 11 hello world")
+        b"DSSEv1 29 http://example.com/HelloWorld 11 hello world"
+    )
     key = Ed25519PrivateKey.generate()
     payload = b'{"a":1}'
     sig = key.sign(pae("application/vnd.in-toto+json", payload))
-    env = {"payload": base64.b64encode(payload).decode(),
-           "payloadType": "application/vnd.in-toto+json",
-           "signatures": [{"keyid": "hint", "sig": base64.b64encode(sig).decode()}]}
+    env = {
+        "payload": base64.b64encode(payload).decode(),
+        "payloadType": "application/vnd.in-toto+json",
+        "signatures": [{"keyid": "hint", "sig": base64.b64encode(sig).decode()}],
+    }
     assert parse_envelope(env).signed_by(key.public_key())
     env["payloadType"] = "application/json"
     assert not parse_envelope(env).signed_by(key.public_key())
@@ -150,10 +171,12 @@ def test_dsse_pae_vector_and_envelope() -> None:
 
 
 def _hand_tensor_digest(name: str, dtype: str, shape: list[int], data: bytes) -> bytes:
-    meta = json.dumps({"dtype": dtype, "name": name, "shape": shape},
-                      separators=(",", ":"), sort_keys=True).encode()
-    chunks = b"".join(hashlib.sha256(data[i:i + 2**24]).digest()
-                      for i in range(0, len(data), 2**24))
+    meta = json.dumps(
+        {"dtype": dtype, "name": name, "shape": shape}, separators=(",", ":"), sort_keys=True
+    ).encode()
+    chunks = b"".join(
+        hashlib.sha256(data[i : i + 2**24]).digest() for i in range(0, len(data), 2**24)
+    )
     return hashlib.sha256(b"ulg:tensor:v1\x00" + meta + b"\x00" + chunks).digest()
 
 
@@ -164,12 +187,17 @@ def test_set_digest_by_hand(tmp_path: Path) -> None:
     # "Z" sorts first by UTF-8 bytes
     arrays: dict[str, npt.NDArray[Any]] = {"b.w": b, "a.w": a, "Z": e}
     want = hashlib.sha256(
-        b"ulg:tensorset:v1\x00" + struct.pack("<Q", 3)
+        b"ulg:tensorset:v1\x00"
+        + struct.pack("<Q", 3)
         + _hand_tensor_digest("Z", "I64", [0, 4], b"")
         + _hand_tensor_digest("a.w", "I64", [1, 3], struct.pack("<3q", 1, -2, 3))
-        + _hand_tensor_digest("b.w", "U8", [2], b"\xff\x00")).hexdigest()
+        + _hand_tensor_digest("b.w", "U8", [2], b"\xff\x00")
+    ).hexdigest()
     assert set_digest(from_arrays(arrays)) == "sha256:" + want
     save_file(arrays, str(tmp_path / "t.safetensors"), metadata={"ignored": "yes"})
+    loose = read_safetensors(tmp_path / "t.safetensors", strict=False)
+    assert set_digest(loose) == "sha256:" + want
+    save_file(arrays, str(tmp_path / "t.safetensors"))  # no metadata: the ledger's own files
     assert set_digest(read_safetensors(tmp_path / "t.safetensors")) == "sha256:" + want
 
 
@@ -181,8 +209,9 @@ def test_set_digest_chunks_large_tensor() -> None:
     td = hashlib.sha256(b"ulg:tensor:v1\x00" + meta + b"\x00" + chunks).digest()
     want = hashlib.sha256(b"ulg:tensorset:v1\x00" + struct.pack("<Q", 1) + td).hexdigest()
     assert set_digest(t) == "sha256:" + want
-    one_chunk = hashlib.sha256(b"ulg:tensor:v1\x00" + meta + b"\x00"
-                               + hashlib.sha256(data).digest()).digest()
+    one_chunk = hashlib.sha256(
+        b"ulg:tensor:v1\x00" + meta + b"\x00" + hashlib.sha256(data).digest()
+    ).digest()
     assert td != one_chunk
 
 
@@ -190,17 +219,57 @@ def test_read_safetensors_rejects_tampered_headers(tmp_path: Path) -> None:
     path = tmp_path / "v.safetensors"
     save_file({"w": np.arange(6, dtype=np.int64)}, str(path))
     blob = path.read_bytes()
-    for bad in (blob[:5], blob[:-8], b"\xff" * 8 + blob[8:], blob.replace(b'"I64"', b'"I32"'),
-                blob.replace(b"[6]", b"[7]")):
+    for bad in (
+        blob[:5],
+        blob[:-8],
+        b"\xff" * 8 + blob[8:],
+        blob.replace(b'"I64"', b'"I32"'),
+        blob.replace(b"[6]", b"[7]"),
+    ):
         path.write_bytes(bad)
+        with pytest.raises(FormatError):
+            read_safetensors(path)
+
+
+def _safetensors(header: dict[str, Any], data: bytes, pad: int = 0) -> bytes:
+    raw = json.dumps(header, separators=(",", ":")).encode() + b" " * pad
+    return struct.pack("<Q", len(raw)) + raw + data
+
+
+def test_strict_read_accounts_for_every_byte(tmp_path: Path) -> None:
+    """Ledger files may hold nothing the digest does not cover (FORMAT.md §2)."""
+    path = tmp_path / "s.safetensors"
+    entry = {"dtype": "I64", "shape": [2], "data_offsets": [0, 16]}
+    data = struct.pack("<2q", 5, -5)
+    path.write_bytes(_safetensors({"w": entry}, data, pad=3))
+    assert set(read_safetensors(path)) == {"w"}
+    path.write_bytes(_safetensors({"__metadata__": {}, "w": entry}, data))
+    assert set(read_safetensors(path)) == {"w"}  # an empty metadata entry is allowed
+    blob = _safetensors({"w": entry}, data)
+    two = {"a": {**entry, "data_offsets": [16, 32]}, "b": entry}
+    bad = {
+        "trailing bytes": _safetensors({"w": entry}, data + b"hidden"),
+        "metadata": _safetensors({"__metadata__": {"x": "hidden"}, "w": entry}, data),
+        "extra entry key": _safetensors({"w": {**entry, "x": "hidden"}}, data),
+        "gap": _safetensors({"w": {**entry, "data_offsets": [8, 24]}}, b"hidden.." + data),
+        "overlap": _safetensors({**two, "b": {**entry, "data_offsets": [8, 24]}}, data * 2),
+        "header whitespace": blob.replace(b'{"w":', b'{ "w":').replace(
+            blob[:8], struct.pack("<Q", len(blob) - 8 - len(data) + 1)
+        ),
+        "long padding": _safetensors({"w": entry}, data, pad=8),
+    }
+    for what, content in bad.items():
+        path.write_bytes(content)
+        assert read_safetensors(path, strict=False), what  # valid safetensors all the same
         with pytest.raises(FormatError):
             read_safetensors(path)
 
 
 def test_sign_vector_by_hand() -> None:
     seed, name, numel = 12345, "bert.encoder.layer.0.output.dense.weight", 21
-    stream = hashlib.shake_256(b"ulg:sign:v1\x00" + struct.pack("<Q", seed)
-                               + name.encode()).digest(3)
+    stream = hashlib.shake_256(b"ulg:sign:v1\x00" + struct.pack("<Q", seed) + name.encode()).digest(
+        3
+    )
     want = [bool(stream[i // 8] >> (i % 8) & 1) for i in range(numel)]
     assert sign_bits(seed, name, numel).tolist() == want
     plus = np.array(want)
@@ -231,8 +300,11 @@ def test_checked_add_detects_overflow() -> None:
 def test_cli_unreadable_inputs_are_error_lines(tmp_path: Path) -> None:
     key = Ed25519PrivateKey.generate().public_key()
     pub = tmp_path / "k.pub"
-    pub.write_bytes(key.public_bytes(serialization.Encoding.PEM,
-                                     serialization.PublicFormat.SubjectPublicKeyInfo))
+    pub.write_bytes(
+        key.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
     runner = CliRunner()
     r = runner.invoke(main, ["audit", "--ledger", str(tmp_path / "nope"), "--public-key", str(pub)])
     assert r.exit_code == 1 and r.stderr.startswith("error: ") and "Traceback" not in r.output
@@ -240,11 +312,23 @@ def test_cli_unreadable_inputs_are_error_lines(tmp_path: Path) -> None:
     r = runner.invoke(main, ["audit", "--ledger", str(tmp_path / "led"), "--public-key", str(pub)])
     assert r.exit_code == 1 and "no ledger.duckdb" in r.stderr
     (tmp_path / "bad.pub").write_text("not a key")
-    r = runner.invoke(main, ["audit", "--ledger", str(tmp_path / "led"),
-                             "--public-key", str(tmp_path / "bad.pub")])
+    r = runner.invoke(
+        main,
+        ["audit", "--ledger", str(tmp_path / "led"), "--public-key", str(tmp_path / "bad.pub")],
+    )
     assert r.exit_code == 1 and r.stderr.startswith("error: ")
     (tmp_path / "c.json").write_text('{"payload": ')
-    r = runner.invoke(main, ["check", "--ledger", str(tmp_path / "led"), "--certificate",
-                             str(tmp_path / "c.json"), "--public-key", str(pub)])
+    r = runner.invoke(
+        main,
+        [
+            "check",
+            "--ledger",
+            str(tmp_path / "led"),
+            "--certificate",
+            str(tmp_path / "c.json"),
+            "--public-key",
+            str(pub),
+        ],
+    )
     assert r.exit_code == 1 and "not JSON" in r.stderr
     assert runner.invoke(main, ["audit", "--ledger", "x"]).exit_code == 2

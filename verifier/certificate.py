@@ -11,6 +11,7 @@ from typing import Any
 from verifier.context import (
     DIGEST_RE,
     HEX_RE,
+    NOT_RETAINED,
     TASK_RE,
     CheckResult,
     Context,
@@ -19,8 +20,10 @@ from verifier.context import (
     Skip,
     get,
     get_re,
+    get_time,
     parse_head,
     run_one,
+    same_json,
 )
 from verifier.dsse import IN_TOTO_PAYLOAD_TYPE, Envelope, parse_envelope, parse_jcs, parse_json
 from verifier.merkle import verify_consistency, verify_inclusion
@@ -30,8 +33,8 @@ PREDICATE_TYPE = "https://unlearning-ledger.dev/certificate/unlearn/v1"
 
 
 class _Cert:
-    def __init__(self, ctx: Context, data: bytes) -> None:
-        self.ctx, self.data = ctx, data
+    def __init__(self, ctx: Context, data: bytes, row_seq: int | None) -> None:
+        self.ctx, self.data, self.row_seq = ctx, data, row_seq
         self.env: Envelope | None = None
         self.pred: dict[str, Any] | None = None
         self.seq = -1
@@ -78,8 +81,13 @@ class _Cert:
         get_re(p, "task_id", TASK_RE, w)
         for k in ("log_id", "data_hash"):
             get_re(p, k, HEX_RE, w)
-        for k in ("vector_digest", "replayed_digest", "state_digest_before",
-                  "state_digest_after", "base_digest"):
+        for k in (
+            "vector_digest",
+            "replayed_digest",
+            "state_digest_before",
+            "state_digest_after",
+            "base_digest",
+        ):
             get_re(p, k, DIGEST_RE, w)
         for k in ("n_records", "sign_seed", "scale_bits"):
             get(p, k, int, w)
@@ -110,19 +118,44 @@ class _Cert:
 
     def tree_heads(self) -> None:
         p = self._pred()
-        before = parse_head(self.ctx.key, p["tree_head_before"]["body"],
-                            p["tree_head_before"]["signature"], "tree_head_before")
-        after = parse_head(self.ctx.key, p["tree_head_after"]["body"],
-                           p["tree_head_after"]["signature"], "tree_head_after")
+        before = parse_head(
+            self.ctx.key,
+            p["tree_head_before"]["body"],
+            p["tree_head_before"]["signature"],
+            "tree_head_before",
+        )
+        after = parse_head(
+            self.ctx.key,
+            p["tree_head_after"]["body"],
+            p["tree_head_after"]["signature"],
+            "tree_head_after",
+        )
         if (before.size, after.size) != (self.seq, self.seq + 1):
-            raise Fail(f"head sizes are {before.size}, {after.size}; event seq {self.seq} "
-                       f"needs {self.seq}, {self.seq + 1}")
+            raise Fail(
+                f"head sizes are {before.size}, {after.size}; event seq {self.seq} "
+                f"needs {self.seq}, {self.seq + 1}"
+            )
         if {before.log_id, after.log_id} != {p["log_id"]}:
             raise Fail("a head's log_id differs from the predicate's")
+        for head, last in ((before, self.seq - 1), (after, self.seq)):
+            if 0 <= last < len(self.ctx.events):
+                when = get_time(self.ctx.events[last], f"ledger event {last}")
+                if head.time < when:
+                    raise Fail(
+                        f"head {head.size} is dated {head.time}, before event {last} ({when})"
+                    )
         self.heads = (before, after)
 
     def event(self) -> None:
+        """The event is this task's unlearn, agrees with its add, and the task stays unlearned.
+
+        The replay record must equal the add's determinism record: `ledger unlearn`
+        replays with the add's spec and refuses any fixed or environment difference,
+        so a different record means the digest did not come from a faithful replay.
+        """
         p, ctx, seq = self._pred(), self.ctx, self.seq
+        if self.row_seq is not None and seq != self.row_seq:
+            raise Fail(f"stored as certificate {self.row_seq} but certifies event {seq}")
         if not 0 < seq < len(ctx.raw):
             raise Fail(f"the ledger has no event {seq}")
         if ctx.tree.leaves[seq].hex() != p["event"]["leaf_hash"]:
@@ -135,11 +168,27 @@ class _Cert:
         info = ctx.replay.tasks.get(p["task_id"])
         if info is None:
             raise Fail(f"the ledger has no add event for {p['task_id']}")
-        bad += [k for k, v in (("method", info.method), ("data_hash", info.data_hash),
-                               ("n_records", info.n_records), ("vector_digest", info.vector_digest))
-                if p[k] != v and k not in bad]
+        bad += [
+            k
+            for k, v in (
+                ("method", info.method),
+                ("data_hash", info.data_hash),
+                ("n_records", info.n_records),
+                ("vector_digest", info.vector_digest),
+            )
+            if p[k] != v and k not in bad
+        ]
+        if not same_json(p["determinism"], ctx.events[info.add_seq].get("determinism")):
+            bad.append("determinism (the replay record is not the add's)")
         if bad:
             raise Fail(f"differs from the ledger's events in {', '.join(bad)}")
+        again = [
+            s
+            for s, ev in enumerate(ctx.events)
+            if s > seq and ev.get("kind") == "add" and ev.get("task_id") == p["task_id"]
+        ]
+        if again:
+            raise Fail(f"{p['task_id']} is added again at seq {again[0]} after this unlearning")
 
     def inclusion(self) -> None:
         p, (_, after) = self._pred(), self._heads()
@@ -154,8 +203,10 @@ class _Cert:
         before, after = self._heads()
         latest, n = self.ctx.latest_head(), len(self.ctx.raw)
         if latest.size < after.size:
-            raise Fail(f"the ledger's latest head (size {latest.size}) predates the certificate: "
-                       "rolled back")
+            raise Fail(
+                f"the ledger's latest head (size {latest.size}) predates the certificate: "
+                "rolled back"
+            )
         for a, b, what in ((before, after, "before→after"), (after, latest, "after→latest head")):
             if b.size > n:
                 raise Fail(f"{what}: the ledger holds only {n} events")
@@ -168,31 +219,61 @@ class _Cert:
         hist = [h for h in ctx.replay.history if h[0] == self.seq]
         if not hist:
             raise Fail(f"replaying the ledger gives no active set after event {self.seq}")
-        expected = [{"task_id": t, "vector_digest": ctx.replay.tasks[t].vector_digest}
-                    for t in sorted(hist[0][1])]
+        expected = [
+            {"task_id": t, "vector_digest": ctx.replay.tasks[t].vector_digest}
+            for t in sorted(hist[0][1])
+        ]
         if p["remaining"] != expected:
             raise Fail("remaining differs from the active set (and add digests) after the event")
 
     def state(self) -> None:
+        """Recompute the certified Q. Only a vector that may lawfully be absent is a skip:
+        one deleted by a later unlearn, or never retained (--no-retain-vectors). A task still
+        active in a ledger that retains vectors must have its vector, matching its digest."""
         p, ctx = self._pred(), self.ctx
         tids = frozenset(r["task_id"] for r in p["remaining"])
         missing = ctx.unusable(tids)
+        retain = ctx.init.get("retain_vectors") is not False
+        owed = [
+            f"{t} ({why})"
+            for t, why in missing.items()
+            if t in ctx.replay.tasks
+            and ctx.replay.tasks[t].status == "active"
+            and (retain or why != NOT_RETAINED)
+        ]
+        if owed:
+            raise Fail(
+                "vectors of still-active remaining tasks are missing or wrong: " + ", ".join(owed)
+            )
         if missing:
-            raise Skip("cannot recompute the certified state; vectors unavailable: "
-                       + ", ".join(f"{t} ({why})" for t, why in missing.items()))
+            raise Skip(
+                "cannot recompute the certified state; vectors unavailable: "
+                + ", ".join(f"{t} ({why})" for t, why in missing.items())
+            )
         for r in p["remaining"]:
             if r.get("vector_digest") != ctx.replay.tasks[r["task_id"]].vector_digest:
                 raise Fail(f"remaining names a different vector for {r['task_id']}")
         got = ctx.sum_digest(tids)
         if got != p["state_digest_after"]:
-            raise Fail(f"sum of the remaining vectors has digest {got}, certificate says "
-                       f"{p['state_digest_after']}")
+            raise Fail(
+                f"sum of the remaining vectors has digest {got}, certificate says "
+                f"{p['state_digest_after']}"
+            )
 
 
-def certificate_checks(ctx: Context, data: bytes) -> list[CheckResult]:
-    c = _Cert(ctx, data)
-    steps = (("envelope", c.envelope), ("signature", c.signature), ("statement", c.statement),
-             ("binding", c.binding), ("tree-heads", c.tree_heads), ("event", c.event),
-             ("inclusion", c.inclusion), ("consistency", c.consistency),
-             ("remaining", c.remaining), ("state", c.state))
+def certificate_checks(ctx: Context, data: bytes, row_seq: int | None = None) -> list[CheckResult]:
+    """`row_seq`: the certificates-table row the envelope was stored under, if any."""
+    c = _Cert(ctx, data, row_seq)
+    steps = (
+        ("envelope", c.envelope),
+        ("signature", c.signature),
+        ("statement", c.statement),
+        ("binding", c.binding),
+        ("tree-heads", c.tree_heads),
+        ("event", c.event),
+        ("inclusion", c.inclusion),
+        ("consistency", c.consistency),
+        ("remaining", c.remaining),
+        ("state", c.state),
+    )
     return [run_one(name, fn) for name, fn in steps]

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
+from collections import Counter
 from collections.abc import Callable
 from functools import partial
 from itertools import pairwise
@@ -19,7 +21,7 @@ from verifier.certificate import certificate_checks
 from verifier.context import (
     DIGEST_RE,
     NOT_RETAINED,
-    TIME_RE,
+    TASK_RE,
     CheckResult,
     Context,
     Fail,
@@ -28,6 +30,7 @@ from verifier.context import (
     fail_if,
     get,
     get_re,
+    get_time,
     parse_head,
     run_one,
 )
@@ -38,13 +41,80 @@ from verifier.tensors import I64Array, from_arrays, pack_mask, read_safetensors,
 from verifier.tensors import sign_violations as violations
 
 FORMAT = "ulg/ledger/v1"
-CONFIG_FIELDS = ("base_digest", "sign_seed", "scale_bits", "threads", "public_key",
-                 "retain_vectors")
+CONFIG_FIELDS = (
+    "base_digest",
+    "sign_seed",
+    "scale_bits",
+    "threads",
+    "public_key",
+    "retain_vectors",
+)
+
+
+# FORMAT.md §1: what may exist in a ledger folder besides base/ (which base_files governs).
+TOP_FILES = {
+    "ledger.duckdb",
+    "ledger.duckdb.wal",
+    "state.safetensors",
+    "journal.json",
+    "LOCK",
+    "signing_key_path",
+}
+SUB_FILES = {
+    "vectors": re.compile(rf"{TASK_RE.pattern}\.safetensors"),
+    "masks": re.compile(rf"{TASK_RE.pattern}\.safetensors"),
+    "certificates": re.compile(r"(0|[1-9][0-9]*)\.dsse\.json"),
+}
+STAGED_RE = re.compile(r"(.+)\.staged-[0-9]+|journal\.json\.tmp")
 
 
 def check_journal(ctx: Context) -> None:
     if (ctx.dir / "journal.json").exists():
         raise Fail("journal.json present: an interrupted write was never finished or rolled back")
+
+
+def check_layout(ctx: Context) -> None:
+    """Only the files §1 lists, as regular files: anything else (a backup folder, a .bak, a
+    staged copy with no journal to finish it) could keep an unlearned task's data."""
+    journal, problems = (ctx.dir / "journal.json").exists(), []
+
+    def allowed(path: Path, pattern: re.Pattern[str] | set[str]) -> None:
+        name, rel = path.name, path.relative_to(ctx.dir).as_posix()
+        if staged := STAGED_RE.fullmatch(name):
+            if not journal:
+                problems.append(f"{rel}: a staged file of an unfinished write but no journal.json")
+            name = staged.group(1) or "journal.json"
+        ok = name in pattern if isinstance(pattern, set) else pattern.fullmatch(name)
+        if not ok or path.is_symlink() or not path.is_file():
+            problems.append(f"{rel}: not a file FORMAT.md §1 allows here")
+
+    for path in sorted(ctx.dir.iterdir()):
+        if path.name == "base" or path.name in SUB_FILES:
+            if path.is_symlink() or not path.is_dir():
+                problems.append(f"{path.name}: not a folder")
+            elif path.name != "base":
+                for inner in sorted(path.iterdir()):
+                    allowed(inner, SUB_FILES[path.name])
+        else:
+            allowed(path, TOP_FILES)
+    fail_if(problems)
+
+
+def check_database(ctx: Context) -> None:
+    """Exactly the §5 tables and columns, and one row per key: a duplicated row is invisible to
+    a reader that keys rows by id, but not to one that counts them (or picks the first)."""
+    db, problems = ctx.db, list(ctx.db.schema_problems)
+    keys: dict[str, list[object]] = {
+        "events": [e.seq for e in db.events],
+        "tree_heads": [h.size for h in db.heads],
+        "tasks": [r["task_id"] for r in db.tasks],
+        "certificates": [c[0] for c in db.certificates],
+    }
+    for table, values in keys.items():
+        dups = sorted(str(k) for k, n in Counter(values).items() if n > 1 or k is None)
+        if dups:
+            problems.append(f"{table}: repeated or NULL keys {', '.join(dups[:3])}")
+    fail_if(problems)
 
 
 def check_public_key(ctx: Context) -> None:
@@ -54,7 +124,20 @@ def check_public_key(ctx: Context) -> None:
     fail_if([f"{where} names key {k}, not the given {given}" for where, k in named if k != given])
 
 
+def event_times(ctx: Context) -> list[str | None]:
+    """Each event's time, or None where it is not a valid §4 time (check_events says so)."""
+    out: list[str | None] = []
+    for i, ev in enumerate(ctx.events):
+        try:
+            out.append(get_time(ev, f"event {i}"))
+        except Fail:
+            out.append(None)
+    return out
+
+
 def check_events(ctx: Context) -> None:
+    """Canonical payloads matching their rows, and times that are real and never go back:
+    an event dated before its predecessor misstates when a deletion happened."""
     problems = []
     if not ctx.db.events:
         raise Fail("the ledger has no events")
@@ -71,9 +154,13 @@ def check_events(ctx: Context) -> None:
                 raise Fail(f"{what}: kind {kind!r} at this position")
             if row.kind != kind or row.task_id != (None if i == 0 else ev.get("task_id")):
                 raise Fail(f"{what}: kind/task_id columns disagree with the payload")
-            get_re(ev, "time", TIME_RE, what)
+            get_time(ev, what)
         except (Fail, FormatError) as exc:
             problems.append(str(exc))
+    times = [t for t in event_times(ctx) if t is not None]
+    problems += [
+        f"event time {b} is before the previous event's {a}" for a, b in pairwise(times) if b < a
+    ]
     fail_if(problems)
 
 
@@ -84,9 +171,11 @@ def check_config(ctx: Context) -> None:
     problems = [f"format is {v!r}" for v in (row["format"], init.get("format")) if v != FORMAT]
     if row["log_id"] != ctx.log_id:
         problems.append(f"config log_id is not the leaf hash of event 0 ({ctx.log_id})")
-    problems += [f"config {k} is {row[k]!r}, init event has {init.get(k)!r}"
-                 for k in CONFIG_FIELDS
-                 if row[k] != init.get(k) or type(row[k]) is not type(init.get(k))]
+    problems += [
+        f"config {k} is {row[k]!r}, init event has {init.get(k)!r}"
+        for k in CONFIG_FIELDS
+        if row[k] != init.get(k) or type(row[k]) is not type(init.get(k))
+    ]
     fail_if(problems)
     get_re(init, "base_digest", DIGEST_RE, w)
     get_re(init, "state_digest", DIGEST_RE, w)
@@ -114,7 +203,7 @@ def check_tree_heads(ctx: Context) -> None:
     sizes, want = {h.size for h in ctx.db.heads}, set(range(1, n + 1))
     problems = [f"no signed head of size {s}" for s in sorted(want - sizes)]
     problems += [f"a head of size {s} but {n} events" for s in sorted(sizes - want)]
-    roots = prefix_roots(ctx.tree.leaves)
+    roots, times = prefix_roots(ctx.tree.leaves), event_times(ctx)
     for row, hb in zip(ctx.db.heads, parsed_heads(ctx), strict=True):
         if isinstance(hb, str):
             problems.append(hb)
@@ -122,6 +211,8 @@ def check_tree_heads(ctx: Context) -> None:
             problems.append(f"head {row.size}: body size {hb.size} or log_id does not match")
         elif not 1 <= hb.size <= n or roots[hb.size - 1] != hb.root:
             problems.append(f"head {row.size}: root is not the MTH of the first {hb.size} events")
+        elif (last := times[hb.size - 1]) is not None and hb.time < last:
+            problems.append(f"head {row.size}: time {hb.time} is before its last event's {last}")
     fail_if(problems)
 
 
@@ -140,7 +231,7 @@ def check_consistency(ctx: Context) -> None:
 
 def check_base(ctx: Context) -> None:
     base = ctx.dir / "base"
-    tensors = read_safetensors(base / "model.safetensors")
+    tensors = read_safetensors(base / "model.safetensors", strict=False)
     problems = []
     if set_digest(tensors) != ctx.init.get("base_digest"):
         problems.append("base/model.safetensors does not match base_digest")
@@ -179,8 +270,13 @@ def check_tasks_table(ctx: Context) -> None:
 def check_vectors(ctx: Context) -> None:
     missing = ctx.unusable(ctx.replay.active)
     retain = ctx.init.get("retain_vectors") is True
-    fail_if([f"{t}: {'missing though retain_vectors is true' if why == NOT_RETAINED else why}"
-             for t, why in missing.items() if retain or why != NOT_RETAINED])
+    fail_if(
+        [
+            f"{t}: {'missing though retain_vectors is true' if why == NOT_RETAINED else why}"
+            for t, why in missing.items()
+            if retain or why != NOT_RETAINED
+        ]
+    )
     if missing:
         raise Skip(f"--no-retain-vectors: no vector for {', '.join(missing)}")
 
@@ -206,26 +302,15 @@ def check_vector_signs(ctx: Context) -> None:
 def check_masks(ctx: Context) -> None:
     problems = []
     for tid in _active_sift(ctx):
-        path = ctx.dir / "masks" / f"{tid}.safetensors"
-        if not path.is_file():
-            problems.append(f"masks/{tid}.safetensors is missing")
-            continue
         try:
-            masks = read_safetensors(path)
-            ctx.check_layout(masks, "U8", f"masks/{path.name}", packed=True)
-        except (Fail, FormatError) as exc:
+            masks = ctx.masks(tid)
+        except Fail as exc:
             problems.append(str(exc))
             continue
-        if set_digest(masks) != ctx.replay.tasks[tid].mask_digest:
-            problems.append(f"masks/{path.name} does not match mask_digest")
-        for n, m in masks.items():
-            tail = math.prod(ctx.trainable[n]) % 8
-            if tail and m.data[-1] >> tail:
-                problems.append(f"masks/{path.name}: {n} has non-zero padding bits")
         if ctx.vector_problem(tid) is None:
             q = ctx.vector(tid)
-            if any(not np.array_equal(pack_mask(q[n]), masks[n].array()) for n in q):
-                problems.append(f"masks/{path.name} is not packbits(q ≠ 0) of its vector")
+            if any(not np.array_equal(pack_mask(q[n]), masks[n]) for n in q):
+                problems.append(f"masks/{tid}.safetensors is not packbits(q ≠ 0) of its vector")
     fail_if(problems)
 
 
@@ -244,16 +329,10 @@ def check_deleted_files(ctx: Context) -> None:
     fail_if(problems)
 
 
-def _state(ctx: Context) -> dict[str, I64Array]:
-    tensors = read_safetensors(ctx.dir / "state.safetensors")
-    ctx.check_layout(tensors, "I64", "state.safetensors")
-    return {n: t.array().astype(np.int64, copy=False) for n, t in tensors.items()}
-
-
 def check_state_digest(ctx: Context) -> None:
     last = ctx.events[-1] if ctx.events else {}
     want = last.get("state_digest" if len(ctx.events) == 1 else "state_digest_after")
-    got = set_digest(from_arrays(_state(ctx)))
+    got = set_digest(from_arrays(ctx.state()))
     if got != want:
         raise Fail(f"state.safetensors has digest {got}, the last event says {want}")
 
@@ -261,22 +340,48 @@ def check_state_digest(ctx: Context) -> None:
 def check_state_sum(ctx: Context) -> None:
     missing = ctx.unusable(ctx.replay.active)
     if missing and ctx.init.get("retain_vectors") is False:
-        raise Skip(f"ledger made with --no-retain-vectors; vectors of {len(missing)} active "
-                   "tasks not retained")
+        raise Skip(
+            f"ledger made with --no-retain-vectors; vectors of {len(missing)} active "
+            "tasks not retained"
+        )
     if missing:
         raise Skip("vectors missing or invalid: " + ", ".join(missing))
     q = ctx.add_into(ctx.zeros(), ctx.replay.active)
-    state = _state(ctx)
+    state = ctx.state()
     diff = [n for n in q if not np.array_equal(q[n], state[n])]
     if diff:
         raise Fail(f"Q differs from the sum of active vectors in {len(diff)} tensors ({diff[0]}…)")
+
+
+def check_state_support(ctx: Context) -> None:
+    """While every active task is sift, Q ≠ 0 exactly where some active mask is set.
+
+    All q_t agree in sign with v, so they cannot cancel: the support of their sum
+    is the union of their supports. This needs only the masks (signed at add), so
+    it also catches, without retained vectors, a Q that still holds an unlearned task.
+    """
+    ft = [t for t in sorted(ctx.replay.active) if ctx.replay.tasks[t].method != "sift"]
+    if ft:
+        raise Skip(f"active ft tasks ({', '.join(ft)}) have no masks")
+    try:
+        masks = [ctx.masks(t) for t in sorted(ctx.replay.active)]
+    except Fail as exc:
+        raise Skip(f"a mask is unusable ({exc})") from None
+    union = {n: np.zeros((math.prod(s) + 7) // 8, dtype=np.uint8) for n, s in ctx.trainable.items()}
+    for m in masks:
+        union = {n: u | m[n] for n, u in union.items()}
+    diff = [n for n, q in ctx.state().items() if not np.array_equal(pack_mask(q), union[n])]
+    if diff:
+        raise Fail(
+            f"Q ≠ 0 is not the union of the active masks in {len(diff)} tensors ({diff[0]}…)"
+        )
 
 
 def check_state_signs(ctx: Context) -> None:
     ft = [t for t in sorted(ctx.replay.active) if ctx.replay.tasks[t].method != "sift"]
     if ft:
         raise Skip(f"active ft tasks ({', '.join(ft)}): Q need not satisfy the sign invariant")
-    bad = sum(violations(q, ctx.signs(n)) for n, q in _state(ctx).items())
+    bad = sum(violations(q, ctx.signs(n)) for n, q in ctx.state().items())
     if bad:
         raise Fail(f"{bad} entries of Q with Q·v < 0")
 
@@ -303,9 +408,11 @@ def check_state_history(ctx: Context) -> None:
             problems.append(f"event {seq}: recomputed state {got}, recorded {want}")
     fail_if(problems)
     if unchecked:
-        raise Skip(f"recomputed {len(ctx.replay.history) - len(unchecked)} of "
-                   f"{len(ctx.replay.history)} states; the rest need vectors not available: "
-                   + ", ".join(sorted(lacking)))
+        raise Skip(
+            f"recomputed {len(ctx.replay.history) - len(unchecked)} of "
+            f"{len(ctx.replay.history)} states; the rest need vectors not available: "
+            + ", ".join(sorted(lacking))
+        )
 
 
 def check_certificate_files(ctx: Context) -> None:
@@ -320,20 +427,34 @@ def check_certificate_files(ctx: Context) -> None:
         if not path.is_file() or env is None or path.read_bytes() != env.encode("utf-8"):
             problems.append(f"certificates/{seq}.dsse.json is missing or differs from its row")
     files = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
-    problems += [f"certificates/{f} has no row" for f in sorted(files - {
-        f"{s}.dsse.json" for s in rows})]
+    problems += [
+        f"certificates/{f} has no row" for f in sorted(files - {f"{s}.dsse.json" for s in rows})
+    ]
     fail_if(problems)
 
 
 AUDIT: tuple[tuple[str, Callable[[Context], None]], ...] = (
-    ("journal", check_journal), ("public-key", check_public_key), ("events", check_events),
-    ("config", check_config), ("tree-heads", check_tree_heads),
-    ("consistency", check_consistency), ("base", check_base), ("replay", check_replay),
-    ("tasks-table", check_tasks_table), ("vectors", check_vectors),
-    ("vector-signs", check_vector_signs), ("masks", check_masks),
-    ("deleted-files", check_deleted_files), ("state-digest", check_state_digest),
-    ("state-history", check_state_history), ("state-sum", check_state_sum),
-    ("state-signs", check_state_signs), ("certificate-files", check_certificate_files),
+    ("journal", check_journal),
+    ("layout", check_layout),
+    ("database", check_database),
+    ("public-key", check_public_key),
+    ("events", check_events),
+    ("config", check_config),
+    ("tree-heads", check_tree_heads),
+    ("consistency", check_consistency),
+    ("base", check_base),
+    ("replay", check_replay),
+    ("tasks-table", check_tasks_table),
+    ("vectors", check_vectors),
+    ("vector-signs", check_vector_signs),
+    ("masks", check_masks),
+    ("deleted-files", check_deleted_files),
+    ("state-digest", check_state_digest),
+    ("state-history", check_state_history),
+    ("state-sum", check_state_sum),
+    ("state-signs", check_state_signs),
+    ("state-support", check_state_support),
+    ("certificate-files", check_certificate_files),
 )
 
 
@@ -351,20 +472,26 @@ def run_audit(ledger_dir: Path, public_key_pem: bytes) -> list[CheckResult]:
     results = [run_one(name, partial(fn, ctx)) for name, fn in AUDIT]
     for seq, _, env in ctx.db.certificates:
         name = f"certificate[{seq}]"
-        sub = certificate_checks(ctx, (env or "").encode("utf-8"))
+        sub = certificate_checks(ctx, (env or "").encode("utf-8"), row_seq=seq)
         if all(r.status != "FAIL" for r in sub):
             results.append(CheckResult(name, "ok"))
-        results += [CheckResult(f"{name}/{r.name}", r.status, r.detail)
-                    for r in sub if r.status != "ok"]
+        results += [
+            CheckResult(f"{name}/{r.name}", r.status, r.detail) for r in sub if r.status != "ok"
+        ]
     return results
 
 
 def run_check(ledger_dir: Path, certificate: bytes, public_key_pem: bytes) -> list[CheckResult]:
-    """The §7 certificate checks of one envelope against one ledger, plus the key binding."""
+    """The §7 certificate checks of one envelope against one ledger, plus the key binding and
+    the signed log's replay: a certificate is only as good as the history it points into."""
     try:
         parse_json(certificate, "certificate")
     except FormatError as exc:
         raise UnreadableInput(str(exc)) from None
     ctx = _context(ledger_dir, public_key_pem)
-    return [run_one("public-key", partial(check_public_key, ctx)),
-            *certificate_checks(ctx, certificate)]
+    return [
+        run_one("database", partial(check_database, ctx)),
+        run_one("public-key", partial(check_public_key, ctx)),
+        run_one("replay", partial(check_replay, ctx)),
+        *certificate_checks(ctx, certificate),
+    ]

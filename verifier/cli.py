@@ -37,16 +37,19 @@ def _report(run: Callable[[], list[CheckResult]]) -> None:
         click.echo(f"error: {_first_line(exc)}", err=True)
         sys.exit(1)
     except Exception as exc:
-        click.echo(f"error: verification could not complete: {type(exc).__name__}: "
-                   f"{_first_line(exc)}", err=True)
+        click.echo(
+            f"error: verification could not complete: {type(exc).__name__}: {_first_line(exc)}",
+            err=True,
+        )
         sys.exit(1)
     for r in results:
         click.echo(r.line())
     failed = [r for r in results if r.status == "FAIL"]
     if failed:
         first = failed[0].line().removeprefix("FAIL: ")
-        click.echo(f"error: verification failed: {len(failed)} check(s) failed, first {first}",
-                   err=True)
+        click.echo(
+            f"error: verification failed: {len(failed)} check(s) failed, first {first}", err=True
+        )
         sys.exit(1)
 
 
@@ -55,21 +58,38 @@ def main() -> None:
     """Independent verifier for unlearning-ledger folders (docs/FORMAT.md)."""
 
 
-_ledger = click.option("--ledger", "ledger_dir", required=True, type=click.Path(path_type=Path),
-                       help="The ledger folder.")
-_key = click.option("--public-key", "public_key", required=True, type=click.Path(path_type=Path),
-                    help="The operator's Ed25519 public key (SubjectPublicKeyInfo PEM).")
+_ledger = click.option(
+    "--ledger",
+    "ledger_dir",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="The ledger folder.",
+)
+_key = click.option(
+    "--public-key",
+    "public_key",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="The operator's Ed25519 public key (SubjectPublicKeyInfo PEM).",
+)
 
 
 @main.command()
 @_ledger
-@click.option("--certificate", required=True, type=click.Path(path_type=Path),
-              help="A DSSE envelope written by `ledger unlearn`.")
+@click.option(
+    "--certificate",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="A DSSE envelope written by `ledger unlearn`.",
+)
 @_key
 def check(ledger_dir: Path, certificate: Path, public_key: Path) -> None:
     """Verify one unlearning certificate against a ledger."""
-    _report(lambda: run_check(ledger_dir, _read(certificate, "certificate"),
-                              _read(public_key, "public key")))
+    _report(
+        lambda: run_check(
+            ledger_dir, _read(certificate, "certificate"), _read(public_key, "public key")
+        )
+    )
 
 
 @main.command()

@@ -11,12 +11,14 @@ import math
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
+import rfc8785
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from verifier.dsse import FormatError, b64decode, parse_jcs, parse_json, verify_sig
@@ -96,11 +98,30 @@ def get_re(obj: object, key: str, pattern: re.Pattern[str], what: str) -> str:
     return value
 
 
+def get_time(obj: object, what: str) -> str:
+    """A `time` that is a real UTC second; fixed width, so string order is time order."""
+    value = get_re(obj, "time", TIME_RE, what)
+    try:
+        datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ")
+    except ValueError:
+        raise Fail(f"{what}: time {value!r} is not a real date and time") from None
+    return value
+
+
+def same_json(a: Any, b: Any) -> bool:
+    """Equal as signed JSON (JCS bytes): Python's == would call `true` equal to `1`."""
+    try:
+        return bool(rfc8785.dumps(a) == rfc8785.dumps(b))
+    except Exception:  # rfc8785 raises its own types for values JSON cannot hold
+        return False
+
+
 @dataclass(frozen=True)
 class HeadBody:
     size: int
     root: bytes
     log_id: str
+    time: str
 
 
 def parse_head(key: Ed25519PublicKey, body: object, signature: object, what: str) -> HeadBody:
@@ -115,10 +136,10 @@ def parse_head(key: Ed25519PublicKey, body: object, signature: object, what: str
         raise Fail(f"{what}: body does not have exactly log_id, root, size, time, type")
     if obj["type"] != HEAD_TYPE:
         raise Fail(f"{what}: type is {obj['type']!r}")
-    get_re(obj, "time", TIME_RE, what)
+    time = get_time(obj, what)
     size: int = get(obj, "size", int, what)
     root = bytes.fromhex(get_re(obj, "root", HEX_RE, what))
-    return HeadBody(size, root, get_re(obj, "log_id", HEX_RE, what))
+    return HeadBody(size, root, get_re(obj, "log_id", HEX_RE, what), time)
 
 
 @dataclass
@@ -141,8 +162,14 @@ class Replay:
     problems: list[str] = field(default_factory=list)
 
 
-def replay(events: list[dict[str, Any]]) -> Replay:
-    """Re-derive tasks, active sets and the state-digest chain from the signed events alone."""
+def replay(events: list[dict[str, Any]], zero_digest: str | None) -> Replay:
+    """Re-derive tasks, active sets and the state-digest chain from the signed events alone.
+
+    `zero_digest` is the digest of an all-zero vector set (the trainable shapes):
+    adding or subtracting any other vector must change Q, so an event whose state
+    digest stays put while its task's vector is not zero claims arithmetic that
+    never happened (e.g. an unlearn that left the task merged).
+    """
     r = Replay()
     if not events or events[0].get("kind") != "init":
         r.problems.append("event 0 is not a readable init event")
@@ -150,6 +177,9 @@ def replay(events: list[dict[str, Any]]) -> Replay:
     for seq, ev in enumerate(events[1:], start=1):
         try:
             _apply(r, seq, ev, prev, events[0])
+            info = r.tasks[ev["task_id"]]
+            if ev["state_digest_after"] == prev and info.vector_digest != zero_digest:
+                raise Fail("the state digest did not change, but the task's vector is not zero")
         except Exception as exc:
             r.problems.append(f"event {seq}: {exc}")
         prev = ev.get("state_digest_after")
@@ -171,13 +201,22 @@ def _apply(r: Replay, seq: int, ev: dict[str, Any], prev: object, init: dict[str
         if method == "ft" and ev.get("mask_digest", 0) is not None:
             raise Fail("an ft task must have mask_digest null")
         spec = get(ev, "spec", dict, what)
-        get(ev, "determinism", dict, what)
         bad = [k for k in ("sign_seed", "threads") if spec.get(k) != init.get(k)]
         if spec.get("method") != method or bad:
             raise Fail(f"spec disagrees with the event or ledger on {bad or ['method']}")
-        r.tasks[tid] = TaskInfo(method, "active", seq, None, get_re(ev, "data_hash", HEX_RE, what),
-                                get_re(ev, "vector_digest", DIGEST_RE, what), mask,
-                                get(ev, "n_records", int, what))
+        if not same_json(get(get(ev, "determinism", dict, what), "spec", dict, what), spec):
+            # recorded, not raised: the task itself is well-formed, so later events still replay
+            r.problems.append(f"event {seq}: determinism.spec differs from the event's spec")
+        r.tasks[tid] = TaskInfo(
+            method,
+            "active",
+            seq,
+            None,
+            get_re(ev, "data_hash", HEX_RE, what),
+            get_re(ev, "vector_digest", DIGEST_RE, what),
+            mask,
+            get(ev, "n_records", int, what),
+        )
         r.active.add(tid)
     elif ev.get("kind") == "unlearn":
         info = r.tasks.get(tid)
@@ -209,10 +248,16 @@ class Context:
         self.log_id = self.tree.leaves[0].hex() if self.raw else ""
         self.events = [self._lenient(r) for r in self.raw]
         self.init = self.events[0] if self.events else {}
-        self.replay = replay(self.events)
         self.sum_digests: dict[frozenset[str], str] = {}
         self._vector_problem: dict[str, str | None] = {}
+        self._masks: dict[str, dict[str, npt.NDArray[np.uint8]] | str] = {}
+        self._state: dict[str, I64Array] | str | None = None
         self._signs: dict[str, npt.NDArray[np.bool_]] = {}
+        try:
+            zero: str | None = self.sum_digest(frozenset())
+        except Fail:  # no usable trainable map: the config check reports it
+            zero = None
+        self.replay = replay(self.events, zero)
 
     @staticmethod
     def _lenient(raw: bytes) -> dict[str, Any]:
@@ -229,10 +274,19 @@ class Context:
             isinstance(s, list) and all(type(d) is int and d >= 0 for d in s) for s in t.values()
         ):
             raise Fail("init event has no valid 'trainable' map")
-        return {name: tuple(shape) for name, shape in t.items()}
+        shapes = {name: tuple(shape) for name, shape in t.items()}
+        # Each trainable entry is an F32 of the base, so the base's size bounds what
+        # zeros() may allocate for a forged map.
+        base = self.dir / "base" / "model.safetensors"
+        if not base.is_file():
+            raise Fail("base/model.safetensors is missing, so 'trainable' cannot be checked")
+        if sum(4 * math.prod(s) for s in shapes.values()) > base.stat().st_size:
+            raise Fail("init event's trainable holds more entries than base/model.safetensors")
+        return shapes
 
-    def check_layout(self, tensors: dict[str, Tensor], dtype: str, what: str,
-                     packed: bool = False) -> None:
+    def check_layout(
+        self, tensors: dict[str, Tensor], dtype: str, what: str, packed: bool = False
+    ) -> None:
         """Exactly the trainable names, each of `dtype` and the trainable (or packed) shape."""
         want = {n: ((math.prod(s) + 7) // 8,) if packed else s for n, s in self.trainable.items()}
         if set(tensors) != set(want):
@@ -268,6 +322,47 @@ class Context:
                     problem = str(exc)
             self._vector_problem[tid] = problem
         return self._vector_problem[tid]
+
+    def masks(self, tid: str) -> dict[str, npt.NDArray[np.uint8]]:
+        """masks/<tid> as packed arrays, once it has the packed layout, zero padding bits and
+        the mask_digest signed at add; otherwise Fail (memoised, so each file is read once)."""
+        if tid not in self._masks:
+            path = self.dir / "masks" / f"{tid}.safetensors"
+            info = self.replay.tasks.get(tid)
+            try:
+                if info is None or not path.is_file():
+                    raise Fail(f"masks/{path.name} is missing")
+                masks = read_safetensors(path)
+                self.check_layout(masks, "U8", f"masks/{path.name}", packed=True)
+                if set_digest(masks) != info.mask_digest:
+                    raise Fail(f"masks/{path.name} does not match mask_digest")
+                arrays = {n: m.array() for n, m in masks.items()}
+                for n, m in arrays.items():
+                    tail = math.prod(self.trainable[n]) % 8
+                    if tail and m[-1] >> tail:
+                        raise Fail(f"masks/{path.name}: {n} has non-zero padding bits")
+                self._masks[tid] = arrays
+            except (Fail, FormatError) as exc:
+                self._masks[tid] = str(exc)
+        found = self._masks[tid]
+        if isinstance(found, str):
+            raise Fail(found)
+        return found
+
+    def state(self) -> dict[str, I64Array]:
+        """state.safetensors as int64 arrays of the trainable layout, read once per run."""
+        if self._state is None:
+            try:
+                tensors = read_safetensors(self.dir / "state.safetensors")
+                self.check_layout(tensors, "I64", "state.safetensors")
+                self._state = {
+                    n: t.array().astype(np.int64, copy=False) for n, t in tensors.items()
+                }
+            except (Fail, FormatError) as exc:
+                self._state = str(exc)
+        if isinstance(self._state, str):
+            raise Fail(self._state)
+        return self._state
 
     def vector(self, tid: str) -> dict[str, I64Array]:
         tensors = read_safetensors(self.dir / "vectors" / f"{tid}.safetensors")

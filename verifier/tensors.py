@@ -23,10 +23,28 @@ import rfc8785
 from verifier.dsse import FormatError
 
 CHUNK = 16 * 1024 * 1024
-ITEMSIZE = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "I16": 2, "U16": 2,
-            "F16": 2, "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}
+ITEMSIZE = {
+    "BOOL": 1,
+    "U8": 1,
+    "I8": 1,
+    "F8_E4M3": 1,
+    "F8_E5M2": 1,
+    "I16": 2,
+    "U16": 2,
+    "F16": 2,
+    "BF16": 2,
+    "I32": 4,
+    "U32": 4,
+    "F32": 4,
+    "I64": 8,
+    "U64": 8,
+    "F64": 8,
+}
 NUMPY: dict[str, np.dtype[Any]] = {
-    "I64": np.dtype("<i8"), "F32": np.dtype("<f4"), "U8": np.dtype("u1")}
+    "I64": np.dtype("<i8"),
+    "F32": np.dtype("<f4"),
+    "U8": np.dtype("u1"),
+}
 DTYPE_NAME = {dt: name for name, dt in NUMPY.items()}
 
 I64Array = npt.NDArray[np.int64]
@@ -45,7 +63,16 @@ class Tensor:
         return arr.reshape(self.shape)
 
 
-def read_safetensors(path: Path) -> dict[str, Tensor]:
+def read_safetensors(path: Path, *, strict: bool = True) -> dict[str, Tensor]:
+    """Parse a safetensors file; `strict` (the default) is for the ledger's own files.
+
+    Strict means every byte is accounted for (FORMAT.md §2): a compact JSON header
+    padded with at most 7 spaces, no metadata, exactly dtype/shape/data_offsets per
+    entry, and tensor data that tiles the rest of the file. The digest covers only
+    names, shapes and data, so any other byte would be a place to keep a deleted
+    task's vector inside a folder that still verifies. base/model.safetensors is read
+    with strict=False: its whole file is pinned by base_files' SHA-256 instead.
+    """
     try:
         blob = path.read_bytes()
     except OSError as exc:
@@ -55,12 +82,15 @@ def read_safetensors(path: Path) -> dict[str, Tensor]:
     (n,) = struct.unpack("<Q", blob[:8])
     if n > len(blob) - 8:
         raise FormatError(f"{path.name}: header length {n} exceeds the file")
+    raw = blob[8 : 8 + n]
     try:
-        header = json.loads(blob[8 : 8 + n])
-    except ValueError:
+        header = json.loads(raw)
+    except (ValueError, RecursionError):
         raise FormatError(f"{path.name}: header is not JSON") from None
     if not isinstance(header, dict):
         raise FormatError(f"{path.name}: header is not a JSON object")
+    if strict:
+        _check_tight_header(path.name, raw, header)
     data = memoryview(blob)[8 + n :]
     out: dict[str, Tensor] = {}
     for name, info in header.items():
@@ -70,13 +100,38 @@ def read_safetensors(path: Path) -> dict[str, Tensor]:
             dtype, shape, (lo, hi) = info["dtype"], info["shape"], info["data_offsets"]
         except (TypeError, KeyError, ValueError):
             raise FormatError(f"{path.name}: bad header entry for {name!r}") from None
-        if (dtype not in ITEMSIZE or not isinstance(shape, list)
-                or not all(type(d) is int and d >= 0 for d in shape)
-                or not all(type(o) is int for o in (lo, hi)) or not 0 <= lo <= hi <= len(data)
-                or hi - lo != math.prod(shape) * ITEMSIZE[dtype]):
+        if (
+            dtype not in ITEMSIZE
+            or not isinstance(shape, list)
+            or not all(type(d) is int and d >= 0 for d in shape)
+            or not all(type(o) is int for o in (lo, hi))
+            or not 0 <= lo <= hi <= len(data)
+            or hi - lo != math.prod(shape) * ITEMSIZE[dtype]
+            or (strict and set(info) != {"dtype", "shape", "data_offsets"})
+        ):
             raise FormatError(f"{path.name}: inconsistent header entry for {name!r}")
         out[name] = Tensor(dtype, tuple(shape), data[lo:hi])
+    if strict:
+        end = 0
+        for lo, hi in sorted(tuple(header[k]["data_offsets"]) for k in out):
+            if lo != end:
+                raise FormatError(f"{path.name}: tensor data has a gap or overlap at byte {lo}")
+            end = hi
+        if end != len(data):
+            raise FormatError(f"{path.name}: {len(data) - end} bytes after the tensor data")
     return out
+
+
+def _check_tight_header(name: str, raw: bytes, header: dict[str, Any]) -> None:
+    """The header must be its own compact JSON: whitespace, escapes or metadata could carry data."""
+    text = raw.rstrip(b" ")
+    compact = {
+        json.dumps(header, separators=(",", ":"), ensure_ascii=a).encode() for a in (True, False)
+    }
+    if len(raw) - len(text) > 7 or text not in compact:
+        raise FormatError(f"{name}: header is not compact JSON padded with at most 7 spaces")
+    if header.get("__metadata__", {}) != {}:
+        raise FormatError(f"{name}: header has a non-empty __metadata__")
 
 
 def tensor_digest(name: str, dtype: str, shape: Iterable[int], data: bytes | memoryview) -> bytes:
