@@ -1,0 +1,1 @@
+"""Reproducible audit scenarios (`python -m audits.<name>`): real models, real data, reports."""
