@@ -69,6 +69,7 @@ class Ledger:
     store: Store
     config: Config
     init: dict[str, Any]
+    leaves: list[bytes]  # of the stored events, checked against the latest signed head
 
     @property
     def base_dir(self) -> Path:
@@ -144,7 +145,7 @@ class Ledger:
 
     def sign_next_head(self, key: Ed25519PrivateKey, event: dict[str, Any]) -> SignedHead:
         """The head the log will have once ``event`` is appended (certificates carry it)."""
-        leaves = [*self.store.leaf_hashes(), leaf_hash(canonical(event))]
+        leaves = [*self.leaves, leaf_hash(canonical(event))]
         return sign_head(key, self.config.log_id, leaves, event["time"])
 
 
@@ -163,9 +164,8 @@ def _config_from_init(init: dict[str, Any], log_id: str) -> Config:
         raise LedgerError(f"the init event lacks {exc.args[0]!r}") from None
 
 
-def _check_log(store: Store, config: Config) -> None:
+def _check_log(store: Store, config: Config, leaves: list[bytes]) -> None:
     """The latest signed head must cover exactly the stored events."""
-    leaves = store.leaf_hashes()
     head = store.head(len(leaves))
     try:
         signature = base64.b64decode(head.signature, validate=True)
@@ -180,11 +180,11 @@ def _check_log(store: Store, config: Config) -> None:
         raise LedgerError("the stored events do not match the signed tree head: history rewritten")
 
 
-def _check_tasks(store: Store) -> None:
+def _check_tasks(store: Store, events: list[dict[str, Any]]) -> None:
     """The tasks table is an index: it must be exactly what the signed events say."""
     tasks: dict[str, TaskRow] = {}
     try:
-        for event in store.payloads()[1:]:
+        for event in events[1:]:
             _replay_task(tasks, event)
     except KeyError as exc:
         raise LedgerError(f"an event lacks the field {exc.args[0]!r}") from None
@@ -220,14 +220,16 @@ def open_ledger(root: Path) -> Iterator[Ledger]:
         store = Store(root / DB_NAME)
         try:
             journal.settle(root, store.size())
-            init = store.event(0)
-            log_id = leaf_hash(canonical(init)).hex()
-            config = _config_from_init(init, log_id)
+            leaves, events = store.log()
+            if not events:
+                raise LedgerError("ledger has no init event")
+            init = events[0]
+            config = _config_from_init(init, leaves[0].hex())
             if store.config() != config:
                 raise LedgerError("the config table differs from the signed init event")
-            _check_log(store, config)
-            _check_tasks(store)
-            yield Ledger(root, store, config, init)
+            _check_log(store, config, leaves)
+            _check_tasks(store, events)
+            yield Ledger(root, store, config, init, leaves)
         finally:
             store.close()
 

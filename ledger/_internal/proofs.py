@@ -30,7 +30,7 @@ def event_inclusion(ledger: Ledger, seq: int, size: int | None) -> dict[str, Any
     n = _size(ledger, size)
     if not 0 <= seq < n:
         raise LedgerError(f"event {seq} is not in a tree of size {n}", exit_code=2)
-    leaves = ledger.store.leaf_hashes()[:n]
+    leaves = ledger.leaves[:n]
     head = ledger.store.head(n)
     return {
         "leaf_index": seq,
@@ -45,7 +45,7 @@ def log_consistency(ledger: Ledger, old: int, size: int | None) -> dict[str, Any
     n = _size(ledger, size)
     if not 1 <= old <= n:
         raise LedgerError(f"old size {old} outside 1..{n}", exit_code=2)
-    leaves = ledger.store.leaf_hashes()[:n]
+    leaves = ledger.leaves[:n]
     return {
         "old_size": old,
         "new_size": n,

@@ -158,10 +158,6 @@ class Store:
     def size(self) -> int:
         return int(self._rows("SELECT count(*) FROM events")[0][0])
 
-    def leaf_hashes(self) -> list[bytes]:
-        rows = self._rows("SELECT payload FROM events ORDER BY seq")
-        return [leaf_hash(payload.encode("utf-8")) for (payload,) in rows]
-
     def head(self, size: int) -> SignedHead:
         rows = self._rows("SELECT body, signature FROM tree_heads WHERE size = ?", [size])
         if not rows:
@@ -176,9 +172,11 @@ class Store:
         rows = self._rows(f"SELECT {_TASK_COLUMNS} FROM tasks ORDER BY task_id")
         return [TaskRow(*row) for row in rows]
 
-    def payloads(self) -> list[dict[str, Any]]:
+    def log(self) -> tuple[list[bytes], list[dict[str, Any]]]:
+        """Every event's leaf hash and parsed payload, from one read of the table."""
         rows = self._rows("SELECT seq, payload FROM events ORDER BY seq")
-        return [_parse_event(seq, payload) for seq, payload in rows]
+        leaves = [leaf_hash(payload.encode("utf-8")) for _, payload in rows]
+        return leaves, [_parse_event(seq, payload) for seq, payload in rows]
 
     def active_ids(self) -> list[str]:
         return sorted(t.task_id for t in self.tasks() if t.status == "active")
