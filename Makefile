@@ -22,7 +22,7 @@ demo: setup
 	$(BIN)/ledger demo
 
 test: setup
-	$(BIN)/ruff check ledger verifier tests benchmarks
+	$(BIN)/ruff check ledger verifier audits tests benchmarks
 	$(BIN)/mypy
 	$(BIN)/pytest -q
 

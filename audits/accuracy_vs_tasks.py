@@ -103,7 +103,7 @@ def run_setting(setting: Setting, model: str, cache: Path, log: Log) -> dict[int
         for method in ("ft", "sift"):
             trainer.vector(task, method)
         if i % 10 == 0 or i == len(evaluation):
-            log(f"{setting.key}: fine-tunes cached for {i}/{len(evaluation)} tasks")
+            log(f"{setting.key}: vectors ready for {i}/{len(evaluation)} tasks")
     scorer = Scorer(trainer.base, trainer.names, setting.hyper.max_length)
     return {size: evaluate(prepared, scorer, size, log) for size in setting.sizes}
 

@@ -53,7 +53,8 @@ class Cache:
         path = self.root / relative
         if not path.exists():
             _atomic(path, lambda f: np.save(f, make(), allow_pickle=False))
-        return np.load(path, mmap_mode="r")
+        loaded: Flat = np.load(path, mmap_mode="r")
+        return loaded
 
     def has(self, relative: str) -> bool:
         return (self.root / relative).exists()

@@ -78,7 +78,8 @@ class Scorer:
         return result
 
     def predict(self, task: Task, split: str, delta: Flat | None) -> Labels:
-        return self.logits(task, split, delta).argmax(axis=1).astype(np.int64)
+        predicted: Labels = self.logits(task, split, delta).argmax(axis=1).astype(np.int64)
+        return predicted
 
     def _encoded(self, task: Task, split: str) -> list[Any]:
         key = (task.task_id, split)

@@ -73,7 +73,7 @@ class Prepared:
 
 def prepare(setting: Setting, model: str, cache_root: Path, log: Log) -> Prepared:
     """Load the data, build (or reuse) θ0, and open the fine-tune cache for one setting."""
-    hf_logging.disable_progress_bar()
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     pinned = setting.pinned(model)
     digest = hashlib.sha256(json.dumps(pinned, sort_keys=True).encode()).hexdigest()[:8]
     cache = Cache(cache_root / model / f"{setting.key}-{digest}", pinned)
