@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint typecheck bench clean
+.PHONY: setup demo test lint typecheck bench audit audit-quick clean
 
 setup: $(STAMP)
 
@@ -28,6 +28,15 @@ test: setup
 
 bench: setup
 	$(BIN)/python -m benchmarks.throughput
+
+# The paper's experiments on real data (docs/AUDITS.md): about 2 h on 2 cores, resumable.
+audit: setup
+	$(BIN)/python -m audits.accuracy_vs_tasks
+	$(BIN)/python -m audits.unlearning_cost
+
+audit-quick: setup
+	$(BIN)/python -m audits.accuracy_vs_tasks --quick
+	$(BIN)/python -m audits.unlearning_cost --quick
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

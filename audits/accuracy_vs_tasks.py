@@ -58,7 +58,11 @@ class Row:
 
 
 def _code_version(method: str) -> str:
-    """Cached scores are reused only while the method's and scoring's code is unchanged."""
+    """Cached scores are reused only while the method's and scoring's code is unchanged.
+
+    Hashed from the source as imported, so editing a file during a run cannot
+    relabel scores that the old code made.
+    """
     from audits import scoring
 
     module = sys.modules[METHODS[method].run.__module__]
@@ -66,12 +70,15 @@ def _code_version(method: str) -> str:
     return hashlib.sha256(source.encode()).hexdigest()[:16]
 
 
+CODE_VERSIONS = {name: _code_version(name) for name in METHODS}
+
+
 def evaluate(prepared: Prepared, scorer: Scorer, size: int, log: Log) -> dict[str, Row]:
     tasks = prepared.selection.evaluation[:size]
     ctx = Context(tasks, prepared.trainer, scorer)
     rows = {}
     for name in METHODS:
-        key = f"scores/T{size}/{name}-{_code_version(name)}.json"
+        key = f"scores/T{size}/{name}-{CODE_VERSIONS[name]}.json"
 
         def score(name: str = name) -> dict[str, Any]:
             predictions, seconds = timed(lambda: METHODS[name].run(ctx))
