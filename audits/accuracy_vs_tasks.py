@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import json
 import sys
 import time
 from dataclasses import dataclass
@@ -25,8 +26,8 @@ from audits import report
 from audits.cache import Log, timed
 from audits.methods import METHODS, Context
 from audits.scoring import Scorer, accuracy, balanced_accuracy, interval, labels
-from audits.setting import Prepared, Setting, prepare
-from audits.training import Hyper
+from audits.setting import Prepared, Setting, folder, prepare
+from ledger._internal.add import Hyper
 
 NAME = "accuracy_vs_tasks"
 SETTINGS = [
@@ -36,6 +37,8 @@ SETTINGS = [
     Setting("rotten-tomatoes-fresh-head", "rotten-tomatoes", warm=False, sizes=(10, 50)),
     # The search for task-specific signal: 5x the steps, so each task's model sees more data.
     Setting("movielens-100-steps", "movielens", warm=True, sizes=(10,), hyper=Hyper(steps=100)),
+    # ... and labels with little per-user prior: liked = above the user's own mean rating.
+    Setting("movielens-relative", "movielens-relative", warm=True, sizes=(10, 50)),
 ]
 
 
@@ -73,36 +76,41 @@ def _code_version(method: str) -> str:
 CODE_VERSIONS = {name: _code_version(name) for name in METHODS}
 
 
-def evaluate(prepared: Prepared, scorer: Scorer, size: int, log: Log) -> dict[str, Row]:
+def evaluate(prepared: Prepared, scorer: Scorer, size: int, log: Log) -> None:
     tasks = prepared.selection.evaluation[:size]
     ctx = Context(tasks, prepared.trainer, scorer)
-    rows = {}
     for name in METHODS:
-        key = f"scores/T{size}/{name}-{CODE_VERSIONS[name]}.json"
 
         def score(name: str = name) -> dict[str, Any]:
             predictions, seconds = timed(lambda: METHODS[name].run(ctx))
             log(f"T={size:3} {name:17} scored in {seconds:.1f} s")
+            truth = {t.task_id: labels(t, "test") for t in tasks}
             return {
-                "accuracy": {
-                    t: accuracy(p, labels(_task(tasks, t), "test")) for t, p in predictions.items()
-                },
-                "balanced": {
-                    t: balanced_accuracy(p, labels(_task(tasks, t), "test"))
-                    for t, p in predictions.items()
-                },
+                "accuracy": {t: accuracy(p, truth[t]) for t, p in predictions.items()},
+                "balanced": {t: balanced_accuracy(p, truth[t]) for t, p in predictions.items()},
             }
 
-        cached = prepared.cache.json(key, score)
-        rows[name] = Row(cached["accuracy"], cached["balanced"])
-    return rows
+        prepared.cache.json(_scores(size, name), score)
 
 
-def _task(tasks: list[Any], task_id: str) -> Any:
-    return next(t for t in tasks if t.task_id == task_id)
+def _scores(size: int, method: str) -> str:
+    return f"scores/T{size}/{method}-{CODE_VERSIONS[method]}.json"
 
 
-def run_setting(setting: Setting, model: str, cache: Path, log: Log) -> dict[int, dict[str, Row]]:
+def cached(setting: Setting, model: str, cache: Path) -> dict[int, dict[str, Row]] | None:
+    """A setting's rows if an earlier run scored them all with today's code, else None."""
+    root = folder(setting, model, cache)
+    paths = {(t, m): root / _scores(t, m) for t in setting.sizes for m in METHODS}
+    if not all(p.exists() for p in paths.values()):
+        return None
+    out: dict[int, dict[str, Row]] = {t: {} for t in setting.sizes}
+    for (size, method), path in paths.items():
+        scores = json.loads(path.read_text())
+        out[size][method] = Row(scores["accuracy"], scores["balanced"])
+    return out
+
+
+def run_setting(setting: Setting, model: str, cache: Path, log: Log) -> None:
     prepared = prepare(setting, model, cache, log)
     trainer = prepared.trainer
     evaluation = prepared.selection.evaluation
@@ -112,7 +120,8 @@ def run_setting(setting: Setting, model: str, cache: Path, log: Log) -> dict[int
         if i % 10 == 0 or i == len(evaluation):
             log(f"{setting.key}: vectors ready for {i}/{len(evaluation)} tasks")
     scorer = Scorer(trainer.base, trainer.names, setting.hyper.max_length)
-    return {size: evaluate(prepared, scorer, size, log) for size in setting.sizes}
+    for size in setting.sizes:
+        evaluate(prepared, scorer, size, log)
 
 
 def _cell(summary: dict[str, Any], metric: str) -> str:
@@ -245,15 +254,17 @@ def main(quick: bool, model: str, only: tuple[str, ...], cache: Path, out: Path 
     unknown = set(only) - {s.key for s in SETTINGS}
     if unknown:
         raise click.UsageError(f"unknown setting(s) {', '.join(sorted(unknown))}")
-    chosen = [s.for_model(model) for s in SETTINGS if not only or s.key in only]
-    settings = [s.quick() if quick else s for s in chosen]
+    settings = [s.quick() if quick else s for s in (s.for_model(model) for s in SETTINGS)]
     out = out or report.default_folder(quick)
     log = Log(NAME)
     started = time.perf_counter()
-    results: dict[str, dict[int, dict[str, Row]]] = {}
     for setting in settings:
-        results[setting.key] = run_setting(setting, model, cache, log)
-        # Written after every setting: a long run's finished rows are never lost.
+        if only and setting.key not in only:
+            continue
+        run_setting(setting, model, cache, log)
+        # Rewritten after every setting, from every setting scored so far (this run or
+        # an earlier one): a long run's finished rows are never lost.
+        results = {s.key: r for s in settings if (r := cached(s, model, cache)) is not None}
         write_report(out, results, settings, model, time.perf_counter() - started)
         log(f"{setting.key} done; report in {out}")
 

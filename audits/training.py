@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ import numpy as np
 import torch
 
 from audits.cache import Cache, Flat, Log, timed
-from ledger._internal.add import derive_task_seed
+from ledger._internal.add import Hyper, derive_task_seed
 from ledger._internal.basemodel import build_minilm, build_tiny, load_model, trainable_names
 from ledger._internal.corpora import Task, write_jsonl
 from ledger._internal.determinism import apply_knobs
@@ -27,16 +26,6 @@ from ledger._internal.finetune import TrainSpec, tune
 
 SIGN_SEED = 0
 THREADS = 2
-
-
-@dataclass(frozen=True)
-class Hyper:
-    """Per-task fine-tuning: the paper's 20 steps; batch, lr and length as the pilot chose."""
-
-    steps: int = 20
-    lr: float = 3e-5
-    batch_size: int = 16
-    max_length: int = 32
 
 
 def build_base(

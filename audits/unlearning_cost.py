@@ -27,7 +27,6 @@ from audits.cache import Log
 from audits.methods import METHODS
 from audits.setting import Prepared, prepare
 from audits.training import SIGN_SEED, THREADS
-from ledger._internal.add import Hyper as AddHyper
 from ledger._internal.add import add_task
 from ledger._internal.corpora import Task, write_jsonl
 from ledger._internal.keys import generate
@@ -62,8 +61,7 @@ class LedgerRun:
         if not self.root.exists():
             base = prepared.trainer.base
             init_ledger(self.root, base, self.key, SIGN_SEED, SCALE_BITS, THREADS, False)
-        h = prepared.setting.hyper
-        self.hyper = AddHyper(h.steps, h.lr, h.batch_size, h.max_length)
+        self.hyper = prepared.setting.hyper
         self.identical = 0
 
     def grow(self, tasks: list[Task]) -> None:

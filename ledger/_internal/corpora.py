@@ -54,7 +54,9 @@ def split(task_id: str, rows: Sequence[tuple[str, Record]]) -> Task:
     return Task(task_id, train, test)
 
 
-def movielens_tasks(min_rows: int = 20) -> list[Task]:
+def movielens_tasks(min_rows: int = 20, relative: bool = False) -> list[Task]:
+    """One task per user; label 1 for a rating of at least 4 (or, `relative`, above the
+    user's own mean rating: a label with no per-user prior to learn)."""
     import pandas as pd
 
     frame = pd.read_pickle(
@@ -66,13 +68,15 @@ def movielens_tasks(min_rows: int = 20) -> list[Task]:
         if len(rows) < min_rows:
             continue
         task_id = f"user-{int(user)}"
+        threshold = float(rows.rating.mean()) if relative else None
         keyed = []
         for movie, title, year, genres, rating in zip(
             rows.movieId, rows.title, rows.year, rows.genres, rows.rating, strict=True
         ):
             year_text = f" ({int(year)})" if year == year else ""
             text = f"{title}{year_text} | {genres.replace('|', ', ')}"
-            keyed.append((str(movie), {"text": text, "label": int(rating >= 4)}))
+            liked = rating >= 4 if threshold is None else rating > threshold
+            keyed.append((str(movie), {"text": text, "label": int(liked)}))
         tasks.append(split(task_id, keyed))
     return tasks
 
