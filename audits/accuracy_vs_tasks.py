@@ -11,6 +11,7 @@ every method, every T and the next run; a killed run resumes.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import json
@@ -24,6 +25,7 @@ import click
 
 from audits import report
 from audits.cache import Log, timed
+from audits.datasets import LOADERS
 from audits.methods import METHODS, Context
 from audits.scoring import Scorer, accuracy, balanced_accuracy, interval, labels
 from audits.setting import Prepared, Setting, folder, prepare
@@ -44,20 +46,35 @@ SETTINGS = [
 
 @dataclass
 class Row:
-    """One (setting, method, T): per-task scores and their summaries."""
+    """One (setting, method, T): per-task scores and their summaries.
+
+    Balanced accuracy is averaged over the tasks whose held-out rows hold both
+    labels: on a one-label test set it is plain accuracy, and a constant
+    predictor that happens to match scores 1.0 there, which would flatter
+    `majority` and `bias-only`.
+    """
 
     accuracy: dict[str, float]
     balanced: dict[str, float]
+    two_label: frozenset[str]
 
     def summary(self) -> dict[str, Any]:
-        acc, bal = list(self.accuracy.values()), list(self.balanced.values())
+        acc = list(self.accuracy.values())
+        bal = [v for t, v in self.balanced.items() if t in self.two_label]
         return {
             "accuracy": sum(acc) / len(acc),
             "accuracy_ci95": interval(acc),
-            "balanced": sum(bal) / len(bal),
-            "balanced_ci95": interval(bal),
+            "balanced": sum(bal) / len(bal) if bal else float("nan"),
+            "balanced_ci95": interval(bal) if bal else (float("nan"), float("nan")),
             "tasks": len(acc),
+            "balanced_tasks": len(bal),
         }
+
+
+@functools.cache
+def two_label_tasks(dataset: str) -> frozenset[str]:
+    tasks = LOADERS[dataset]()
+    return frozenset(t.task_id for t in tasks if len({r["label"] for r in t.test}) == 2)
 
 
 def _code_version(method: str) -> str:
@@ -106,7 +123,9 @@ def cached(setting: Setting, model: str, cache: Path) -> dict[int, dict[str, Row
     out: dict[int, dict[str, Row]] = {t: {} for t in setting.sizes}
     for (size, method), path in paths.items():
         scores = json.loads(path.read_text())
-        out[size][method] = Row(scores["accuracy"], scores["balanced"])
+        out[size][method] = Row(
+            scores["accuracy"], scores["balanced"], two_label_tasks(setting.dataset)
+        )
     return out
 
 
@@ -151,7 +170,9 @@ def write_report(
     md = report.header("Accuracy against the number of merged tasks", info)
     md += [
         f"Model: {model}. Every method is scored on each task's held-out 20% (hash split); "
-        "cells are the mean over tasks with a 95% bootstrap interval. Hyperparameters "
+        "cells are the mean over tasks with a 95% bootstrap interval. Balanced accuracy "
+        "(mean recall of the two labels) is averaged over the tasks whose held-out rows hold "
+        "both labels. Hyperparameters "
         "(TALL's and TIES's λ, bias-only's bias) are chosen on training rows only.",
         "",
     ]
@@ -174,9 +195,16 @@ def write_report(
         ]
         for metric, title in (("accuracy", "accuracy"), ("balanced", "balanced accuracy")):
             md += [f"### {title}", ""]
+            count = "balanced_tasks" if metric == "balanced" else "tasks"
             md += report.table(
                 ["method", *(f"T = {t}" for t in sizes)],
-                [[m, *(_cell(summaries[key][m][str(t)], metric) for t in sizes)] for m in METHODS],
+                [[m, *(_cell(summaries[key][m][str(t)], metric) for t in sizes)] for m in METHODS]
+                + [
+                    [
+                        "tasks averaged",
+                        *(str(summaries[key]["majority"][str(t)][count]) for t in sizes),
+                    ]
+                ],
             )
         gaps = [
             ("Local FT − majority (accuracy)", "local-ft", "majority", "accuracy"),
