@@ -62,7 +62,7 @@ class LedgerRun:
             base = prepared.trainer.base
             init_ledger(self.root, base, self.key, SIGN_SEED, SCALE_BITS, THREADS, False)
         self.hyper = prepared.setting.hyper
-        self.identical = 0
+        self.identical = self.different = 0
 
     def grow(self, tasks: list[Task]) -> None:
         with open_ledger(self.root) as ledger:
@@ -81,9 +81,11 @@ class LedgerRun:
         trainer = self.prepared.trainer
         tau = {n: t.numpy() for n, t in trainer.unflatten(trainer.vector(task, "sift")).items()}
         mine = TaskVector.from_tau(tau, SCALE_BITS, "sift", SIGN_SEED).vector_digest
-        if mine != digest:
-            raise SystemExit(f"error: ledger vector of {task.task_id} differs from the audit's")
-        self.identical += 1
+        if mine == digest:
+            self.identical += 1
+        else:  # a finding to report, not a reason to stop measuring
+            self.log(f"ledger vector of {task.task_id} differs from the audit's cached one")
+            self.different += 1
 
     def unlearn_one(self, task: Task, size: int) -> float:
         """Time `ledger unlearn` of `task` on a copy of the ledger at T = size."""
@@ -138,6 +140,7 @@ def measure(prepared: Prepared, sizes: tuple[int, ...], log: Log) -> dict[str, A
         "methods": rows,
         "ledger_storage_bytes": measured_storage,
         "ledger_vectors_identical": ledger.identical,
+        "ledger_vectors_different": ledger.different,
         "trainable_parameters": trainer.n_params,
     }
 
@@ -153,8 +156,9 @@ def write_report(out: Path, result: dict[str, Any], model: str, seconds: float) 
         "rerun; storage is what it keeps beyond θ0 to serve the T tasks (float32 vectors, "
         "1-bit masks, the int64 accumulator for exact subtraction).",
         "",
-        f"The ledger's SIFT vectors equalled the audit's cached ones bit for bit for "
-        f"{result['ledger_vectors_identical']} tasks added in this run.",
+        "Of the tasks this run added to the ledger, "
+        f"{result['ledger_vectors_identical']} had a SIFT vector bit for bit equal to the "
+        f"accuracy audit's cached one and {result['ledger_vectors_different']} did not.",
         "",
     ]
     for title, field, fmt in (

@@ -148,7 +148,7 @@ def test_quick_audits_end_to_end(tmp_path: Path) -> None:
     assert cost.returncode == 0, cost.stderr
     assert "sift fine-tune" not in cost.stderr  # reuses the accuracy audit's vectors
     result = json.loads((out / "unlearning_cost.json").read_text())
-    assert result["ledger_vectors_identical"] == 4
+    assert result["ledger_vectors_identical"] == 4 and result["ledger_vectors_different"] == 0
     rows = result["methods"]
     assert sorted(rows) == sorted(NAMES)
     assert rows["sift-masks"]["4"]["steps"] == 20 and rows["tall-masks"]["4"]["steps"] == 60
