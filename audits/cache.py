@@ -67,6 +67,7 @@ def write_json(path: Path, value: Any) -> None:
 def _atomic(path: Path, write: Callable[[Any], object]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.fchmod(fd, 0o644)  # mkstemp's 0600 would make committed reports private
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
