@@ -40,7 +40,7 @@ SETTINGS = [
     # The search for task-specific signal: 5x the steps, so each task's model sees more data.
     Setting("movielens-100-steps", "movielens", warm=True, sizes=(10,), hyper=Hyper(steps=100)),
     # ... and labels with little per-user prior: liked = above the user's own mean rating.
-    Setting("movielens-relative", "movielens-relative", warm=True, sizes=(10, 50)),
+    Setting("movielens-relative", "movielens-relative", warm=True, sizes=(10, 25)),
 ]
 
 
