@@ -68,7 +68,7 @@ def header(title: str, info: Mapping[str, Any]) -> list[str]:
         f"- machine: {info['machine']}",
         f"- command: `{info['command']}`",
         f"- code: commit {info['commit']}",
-        f"- wall time: {info['wall_seconds']} s",
+        f"- wall time of this command: {info['wall_seconds']} s",
         "",
     ]
 
