@@ -254,31 +254,45 @@ def write_report(
             },
         },
     )
-    report.plot(out / f"{NAME}.png", lambda fig: _draw(fig, means), (4.2 * len(results), 7.5))
+    width = max(12.0, 4.2 * len(results))
+    report.plot(out / f"{NAME}.png", lambda fig: _draw(fig, means), (width, 7.5))
 
 
 def _points(means: dict[str, dict[str, float]], a: str, b: str, size: str) -> str:
     return f"{100 * (means[a][size] - means[b][size]):+.1f}"
 
 
+BASELINES = ("zero-shot", "majority", "bias-only", "local-ft")
+
+
 def _draw(figure: Any, means: dict[str, dict[str, Any]]) -> None:
+    """Baselines dashed, merges solid; one legend under all panels."""
+    import matplotlib
+
+    colours = matplotlib.colormaps["tab20"]
     keys = list(means["accuracy"])
     for row, (metric, label) in enumerate(
         (("accuracy", "accuracy"), ("balanced", "balanced acc."))
     ):
         for col, key in enumerate(keys):
             axes = figure.add_subplot(2, len(keys), row * len(keys) + col + 1)
-            for method, per in means[metric][key].items():
+            for i, (method, per) in enumerate(means[metric][key].items()):
                 sizes = sorted(per, key=int)
                 axes.plot(
-                    [int(t) for t in sizes], [per[t] for t in sizes], marker="o", label=method
+                    [int(t) for t in sizes],
+                    [per[t] for t in sizes],
+                    marker="o",
+                    markersize=3,
+                    linestyle="--" if method in BASELINES else "-",
+                    color=colours((2 * i if i < 10 else 1) / 20),
+                    label=method,
                 )
             axes.set_xscale("log")
             axes.set_xlabel("tasks merged T")
             axes.set_ylabel(label)
             axes.set_title(key, fontsize=9)
-            if row == 0 and col == 0:
-                axes.legend(fontsize=6)
+    handles, names = figure.axes[0].get_legend_handles_labels()
+    figure.legend(handles, names, loc="lower center", ncol=6, fontsize=8)
 
 
 @click.command()

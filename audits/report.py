@@ -97,7 +97,7 @@ def plot(path: Path, draw: Plotter, size: tuple[float, float]) -> None:
     import matplotlib.pyplot as plt
 
     figure = plt.figure(figsize=size)
+    figure.set_layout_engine("tight", rect=(0, 0.08, 1, 1))
     draw(figure)
-    figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
