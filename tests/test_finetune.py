@@ -12,7 +12,7 @@ import hashlib
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -252,3 +252,20 @@ def test_batch_order_matches_an_independent_recomputation() -> None:
 
 if __name__ == "__main__":
     print(_run_job(sys.stdin.read()))
+
+
+def test_tiny_base_pretrains_deterministically(
+    tmp_path: Path, task_data: dict[str, Path], ledger_cli: Callable[..., Any]
+) -> None:
+    """`base tiny --pretrain` trains via the fine-tune loop: same bits twice, new vs plain."""
+    from tests.conftest import tree_digest
+
+    for name, extra in (
+        ("a", ["--pretrain", task_data["a"]]),
+        ("b", ["--pretrain", task_data["a"]]),
+    ):
+        assert ledger_cli("base", "tiny", tmp_path / name, *extra, "--steps", "5").code == 0
+    assert ledger_cli("base", "tiny", tmp_path / "plain").code == 0
+    weights = {n: tree_digest(tmp_path / n)["model.safetensors"] for n in ("a", "b", "plain")}
+    assert weights["a"] == weights["b"] != weights["plain"]
+    assert tree_digest(tmp_path / "a")["vocab.txt"] == tree_digest(tmp_path / "plain")["vocab.txt"]
