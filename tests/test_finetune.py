@@ -250,10 +250,6 @@ def test_batch_order_matches_an_independent_recomputation() -> None:
     assert batch_order(seed + 1, n, steps, batch_size) != expected
 
 
-if __name__ == "__main__":
-    print(_run_job(sys.stdin.read()))
-
-
 def test_tiny_base_pretrains_deterministically(
     tmp_path: Path, task_data: dict[str, Path], ledger_cli: Callable[..., Any]
 ) -> None:
@@ -269,3 +265,7 @@ def test_tiny_base_pretrains_deterministically(
     weights = {n: tree_digest(tmp_path / n)["model.safetensors"] for n in ("a", "b", "plain")}
     assert weights["a"] == weights["b"] != weights["plain"]
     assert tree_digest(tmp_path / "a")["vocab.txt"] == tree_digest(tmp_path / "plain")["vocab.txt"]
+
+
+if __name__ == "__main__":
+    print(_run_job(sys.stdin.read()))
