@@ -119,7 +119,7 @@ class Trainer:
         out, start = {}, 0
         params = dict(self.model.named_parameters())
         for name, size in zip(self.names, self.sizes, strict=True):
-            out[name] = torch.from_numpy(np.asarray(flat[start : start + size])).view(
+            out[name] = torch.from_numpy(np.array(flat[start : start + size])).view(
                 params[name].shape
             )
             start += size
