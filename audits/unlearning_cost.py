@@ -59,21 +59,33 @@ class LedgerRun:
         self.key = self.work / "operator.key"
         if not self.key.exists():
             generate(self.key)
-        if not self.root.exists():
-            base = prepared.trainer.base
-            init_ledger(self.root, base, self.key, SIGN_SEED, SCALE_BITS, THREADS, False)
         self.hyper = prepared.setting.hyper
 
-    def grow(self, tasks: list[Task]) -> None:
-        with open_ledger(self.root) as ledger:
-            present = set(ledger.store.active_ids())
+    def at(self, tasks: list[Task]) -> Path:
+        """A ledger holding exactly `tasks`: the main one grown to them, or, when a resumed
+        run's main ledger has already grown past them, a separate one built for them."""
+        root = self.root
+        if root.exists() and len(self._active(root)) > len(tasks):
+            root = self.work / f"ledger-exactly-{len(tasks)}"
+        if not root.exists():
+            base = self.prepared.trainer.base
+            init_ledger(root, base, self.key, SIGN_SEED, SCALE_BITS, THREADS, False)
+        present = self._active(root)
         for task in tasks:
             if task.task_id in present:
                 continue
             data = write_jsonl(self.data / f"{task.task_id}.jsonl", task.train)
             started = time.perf_counter()
-            add_task(self.root, task.task_id, data, "sift", None, self.hyper, None)
+            add_task(root, task.task_id, data, "sift", None, self.hyper, None)
             self.log(f"ledger add {task.task_id}: {time.perf_counter() - started:.1f} s")
+        if self._active(root) != {t.task_id for t in tasks}:
+            raise SystemExit(f"error: ledger {root} does not hold exactly the first {len(tasks)}")
+        return root
+
+    @staticmethod
+    def _active(root: Path) -> set[str]:
+        with open_ledger(root) as ledger:
+            return set(ledger.store.active_ids())
 
     def same_as_audit(self, tasks: list[Task]) -> dict[str, bool]:
         """Per task: is the ledger's recorded vector digest the audit's cached vector's?"""
@@ -96,11 +108,11 @@ class LedgerRun:
                 self.log(f"ledger vector of {task.task_id} differs from the audit's cached one")
         return out
 
-    def unlearn_one(self, task: Task, size: int) -> float:
-        """Time `ledger unlearn` of `task` on a copy of the ledger at T = size."""
+    def unlearn_one(self, root: Path, task: Task, size: int) -> float:
+        """Time `ledger unlearn` of `task` on a copy of the ledger at `root` (T = size)."""
         copy = self.work / f"ledger-T{size}"
         shutil.rmtree(copy, ignore_errors=True)
-        shutil.copytree(self.root, copy)
+        shutil.copytree(root, copy)
         certificate = self.work / f"certificate-T{size}.dsse.json"
         certificate.unlink(missing_ok=True)
         data = self.data / f"{task.task_id}.jsonl"
@@ -123,9 +135,15 @@ def measure(prepared: Prepared, sizes: tuple[int, ...], log: Log) -> dict[str, A
     rows: dict[str, dict[str, Any]] = {m: {} for m in METHODS}
     measured_storage = {}
     for size in sizes:
-        ledger.grow(tasks[:size])
-        unlearn_seconds = ledger.unlearn_one(gone, size)
-        measured_storage[str(size)] = _ledger_bytes(ledger.root)
+
+        def at_size(size: int = size) -> dict[str, float]:
+            root = ledger.at(tasks[:size])
+            seconds = ledger.unlearn_one(root, gone, size)
+            return {"seconds": seconds, "storage_bytes": _ledger_bytes(root)}
+
+        measured = prepared.cache.json(f"unlearning/T{size}.json", at_size)
+        unlearn_seconds = float(measured["seconds"])
+        measured_storage[str(size)] = int(measured["storage_bytes"])
         _, central_seconds = trainer.central(tasks[:size])
         for name, entry in METHODS.items():
             retrained = entry.cost.retrained_tasks(size)
