@@ -204,6 +204,8 @@ def build_minilm(
 
 @dataclass(frozen=True)
 class Pretraining:
+    """How a global base is pretrained: the fine-tune loop's knobs, applied to pooled data."""
+
     seed: int
     steps: int
     lr: float = 3e-5
