@@ -229,20 +229,34 @@ def write_report(out: Path, result: dict[str, Any], model: str, seconds: float) 
 
 
 def _draw(figure: Any, rows: dict[str, dict[str, dict[str, Any]]]) -> None:
-    for col, (field, label) in enumerate(
-        (("seconds", "seconds to unlearn one task"), ("storage_bytes", "storage (bytes)"))
-    ):
+    """Log scales, so methods whose cost is zero (nothing to delete or refit) are left out."""
+    import matplotlib
+
+    colours = matplotlib.colormaps["tab20"]
+    panels = (
+        ("seconds", "seconds to unlearn one task", 1.0),
+        ("storage_bytes", "storage (MB)", 1e6),
+    )
+    for col, (field, label, scale) in enumerate(panels):
         axes = figure.add_subplot(1, 2, col + 1)
-        for method, per in rows.items():
+        for i, (method, per) in enumerate(rows.items()):
             sizes = sorted(per, key=int)
-            values = [max(per[t][field], 1e-3) for t in sizes]
-            axes.plot([int(t) for t in sizes], values, marker="o", label=method)
+            values = [per[t][field] / scale for t in sizes]
+            if min(values) <= 0:
+                continue
+            axes.plot(
+                [int(t) for t in sizes],
+                values,
+                marker="o",
+                markersize=3,
+                color=colours((2 * i if i < 10 else 1) / 20),
+                label=method,
+            )
         axes.set_xscale("log")
         axes.set_yscale("log")
         axes.set_xlabel("tasks merged T")
         axes.set_ylabel(label)
-        if col == 0:
-            axes.legend(fontsize=6)
+        axes.legend(fontsize=7)
 
 
 @click.command()
