@@ -267,9 +267,6 @@ BASELINES = ("zero-shot", "majority", "bias-only", "local-ft")
 
 def _draw(figure: Any, means: dict[str, dict[str, Any]]) -> None:
     """Baselines dashed, merges solid; one legend under all panels."""
-    import matplotlib
-
-    colours = matplotlib.colormaps["tab20"]
     keys = list(means["accuracy"])
     for row, (metric, label) in enumerate(
         (("accuracy", "accuracy"), ("balanced", "balanced acc."))
@@ -284,7 +281,7 @@ def _draw(figure: Any, means: dict[str, dict[str, Any]]) -> None:
                     marker="o",
                     markersize=3,
                     linestyle="--" if method in BASELINES else "-",
-                    color=colours((2 * i if i < 10 else 1) / 20),
+                    color=report.colour(i),
                     label=method,
                 )
             axes.set_xscale("log")

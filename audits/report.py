@@ -101,3 +101,10 @@ def plot(path: Path, draw: Plotter, size: tuple[float, float]) -> None:
     draw(figure)
     figure.savefig(path, dpi=110)
     plt.close(figure)
+
+
+def colour(index: int) -> Any:
+    """The index-th of eleven distinguishable line colours (the darker half of tab20 first)."""
+    import matplotlib
+
+    return matplotlib.colormaps["tab20"]((2 * index if index < 10 else 1) / 20)

@@ -230,9 +230,6 @@ def write_report(out: Path, result: dict[str, Any], model: str, seconds: float) 
 
 def _draw(figure: Any, rows: dict[str, dict[str, dict[str, Any]]]) -> None:
     """Log scales, so methods whose cost is zero (nothing to delete or refit) are left out."""
-    import matplotlib
-
-    colours = matplotlib.colormaps["tab20"]
     panels = (
         ("seconds", "seconds to unlearn one task", 1.0),
         ("storage_bytes", "storage (MB)", 1e6),
@@ -249,7 +246,7 @@ def _draw(figure: Any, rows: dict[str, dict[str, dict[str, Any]]]) -> None:
                 values,
                 marker="o",
                 markersize=3,
-                color=colours((2 * i if i < 10 else 1) / 20),
+                color=report.colour(i),
                 label=method,
             )
         axes.set_xscale("log")
