@@ -58,7 +58,7 @@ class Setting:
     def quick(self) -> Setting:
         return dataclasses.replace(
             self,
-            sizes=QUICK_SIZES[: len(self.sizes)],  # a one-size exploration stays one size
+            sizes=QUICK_SIZES,
             n_pool=QUICK_POOL,
             pretrain_steps=QUICK_PRETRAIN_STEPS,
         )

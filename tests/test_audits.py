@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from audits.accuracy_vs_tasks import SETTINGS
+from audits.accuracy_vs_tasks import EXPLORATIONS, SETTINGS
 from audits.datasets import rotten_tomatoes_tasks, select
 from audits.methods import METHODS, best
 from audits.methods.bias_only import fit_shift
@@ -120,14 +120,12 @@ def test_quick_audits_end_to_end(tmp_path: Path) -> None:
     out = tmp_path / "out"
     accuracy = json.loads((out / "accuracy_vs_tasks.json").read_text())
     balanced = json.loads((out / "accuracy_vs_tasks_balanced.json").read_text())
-    assert set(accuracy) == {s.key for s in SETTINGS}
-    quick = {s.key: s.quick().sizes for s in SETTINGS}
-    assert quick["movielens"] == (2, 4) and quick["movielens-100-steps"] == (2,)
+    assert set(accuracy) == {s.key for s in SETTINGS} - EXPLORATIONS
     for table in (accuracy, balanced):
-        for key, by_method in table.items():
+        for by_method in table.values():
             assert sorted(by_method) == sorted(NAMES)
             for by_size in by_method.values():
-                assert set(by_size) == {str(t) for t in quick[key]}
+                assert set(by_size) == {"2", "4"}
                 assert all(0 <= v <= 1 for v in by_size.values())
     details = json.loads((out / "accuracy_vs_tasks_details.json").read_text())
     assert "cores" in details["run"]["machine"] and "--quick" in details["run"]["command"]
