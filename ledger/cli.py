@@ -62,38 +62,41 @@ def base() -> None:
     """Build a base model θ0."""
 
 
-@base.command("tiny")
-@click.argument("out", type=_PATH)
-@click.option("--seed", default=0, show_default=True, type=click.IntRange(0, _MAX_SEED))
-@click.option("--pretrain", type=_EXISTING, help="JSONL to train the global model on first.")
-@click.option("--steps", default=300, show_default=True, type=click.IntRange(1))
-@click.option("--threads", default=2, show_default=True, type=click.IntRange(1))
-def base_tiny(out: Path, seed: int, pretrain: Path | None, steps: int, threads: int) -> None:
-    """A small deterministic BERT classifier with its tokenizer, for tests."""
+def _base_command(name: str, summary: str) -> Callable[[Callable[..., Any]], Any]:
+    """`base tiny` and `base minilm` take the same options and differ only in the builder."""
+
+    def register(builder: Callable[..., None]) -> Any:
+        @base.command(name, help=summary)
+        @click.argument("out", type=_PATH)
+        @click.option("--seed", default=0, show_default=True, type=click.IntRange(0, _MAX_SEED))
+        @click.option("--pretrain", type=_EXISTING, help="JSONL to pretrain the model on first.")
+        @click.option("--steps", default=300, show_default=True, type=click.IntRange(1))
+        @click.option("--threads", default=2, show_default=True, type=click.IntRange(1))
+        def command(out: Path, seed: int, pretrain: Path | None, steps: int, threads: int) -> None:
+            from ledger._internal.tensorfile import refuse_nonempty
+
+            refuse_nonempty(out)
+            with _progress("pretraining") as bar:
+                builder(out, seed, pretrain=pretrain, steps=steps, threads=threads, progress=bar)
+            click.echo(f"wrote {name} base model to {out}")
+
+        return command
+
+    return register
+
+
+@_base_command("tiny", "A small deterministic BERT classifier with its tokenizer, for tests.")
+def _tiny(*args: Any, **kwargs: Any) -> None:
     from ledger._internal.basemodel import build_tiny
-    from ledger._internal.tensorfile import refuse_nonempty
 
-    refuse_nonempty(out)
-    with _progress("pretraining") as progress:
-        build_tiny(out, seed, pretrain=pretrain, steps=steps, threads=threads, progress=progress)
-    click.echo(f"wrote tiny base model to {out}")
+    build_tiny(*args, **kwargs)
 
 
-@base.command("minilm")
-@click.argument("out", type=_PATH)
-@click.option("--seed", default=0, show_default=True, type=click.IntRange(0, _MAX_SEED))
-@click.option("--pretrain", type=_EXISTING, help="JSONL to train the global model on first.")
-@click.option("--steps", default=300, show_default=True, type=click.IntRange(1))
-@click.option("--threads", default=2, show_default=True, type=click.IntRange(1))
-def base_minilm(out: Path, seed: int, pretrain: Path | None, steps: int, threads: int) -> None:
-    """The shipped all-MiniLM-L6-v2 with a seeded head, optionally pretrained."""
+@_base_command("minilm", "The shipped all-MiniLM-L6-v2 with a seeded head, optionally pretrained.")
+def _minilm(*args: Any, **kwargs: Any) -> None:
     from ledger._internal.basemodel import build_minilm
-    from ledger._internal.tensorfile import refuse_nonempty
 
-    refuse_nonempty(out)
-    with _progress("pretraining") as progress:
-        build_minilm(out, seed, pretrain=pretrain, steps=steps, threads=threads, progress=progress)
-    click.echo(f"wrote MiniLM base model to {out}")
+    build_minilm(*args, **kwargs)
 
 
 @cli.command()
