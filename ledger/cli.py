@@ -42,6 +42,40 @@ def _progress(label: str) -> Iterator[Callable[[int, int], None]]:
         yield update
 
 
+def _trust(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--public-key / --key: the key a reader checks the folder's signed head against."""
+    command = click.option(
+        "--key",
+        "signing_key",
+        type=_PATH,
+        help="Your private signing key: its public half is the key trusted.",
+    )(command)
+    return click.option(
+        "--public-key",
+        type=_PATH,
+        help="The operator's public key (KEY.pub) to check the signed head against.",
+    )(command)
+
+
+def _trusted(public_key: Path | None, signing_key: Path | None) -> Any:
+    from ledger._internal.keys import load_private, load_public
+
+    if public_key is not None and signing_key is not None:
+        raise click.UsageError("give --public-key or --key, not both")
+    if public_key is not None:
+        return load_public(public_key)
+    return load_private(signing_key).public_key() if signing_key is not None else None
+
+
+def _note_unchecked(checked: bool) -> None:
+    if not checked:
+        click.echo(
+            "note: the signed head was checked only against the key the folder itself names; "
+            "pass --public-key KEY.pub to check it against a key you trust",
+            err=True,
+        )
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def cli() -> None:
     """An auditable, exact unlearning ledger for merged fine-tuned models (SIFT-Masks)."""
@@ -181,18 +215,24 @@ def unlearn(directory: Path, task_id: str, data: Path, certificate: Path, key: P
 @cli.command()
 @click.argument("directory", type=_PATH)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def status(directory: Path, as_json: bool) -> None:
+@_trust
+def status(
+    directory: Path, as_json: bool, public_key: Path | None, signing_key: Path | None
+) -> None:
     """Active and unlearned tasks, the state digest and the log's head."""
     from ledger._internal.status import ledger_status
 
-    report = ledger_status(directory)
+    report = ledger_status(directory, _trusted(public_key, signing_key))
     if as_json:
         click.echo(json.dumps(report, indent=2, sort_keys=True))
-        return
-    click.echo(f"state  {report['state_digest']}")
-    click.echo(f"log    size {report['tree_size']}, root {report['root']}")
-    for task_id, task in sorted(report["tasks"].items()):
-        click.echo(f"{task['status']:<10} {task_id}  {task['digest']}")
+    else:
+        click.echo(f"state  {report['state_digest']}")
+        click.echo(f"log    size {report['tree_size']}, root {report['root']}")
+        for task_id, task in sorted(report["tasks"].items()):
+            click.echo(f"{task['status']:<10} {task_id}  {task['digest']}")
+        for leftover in report["leftovers"]:
+            click.echo(f"leftover   {leftover}  (no journal names it; the next write removes it)")
+    _note_unchecked(report["key_checked"])
 
 
 @cli.command()
@@ -200,28 +240,41 @@ def status(directory: Path, as_json: bool) -> None:
 @click.option("--task", "task_id", required=True)
 @click.option("--text", required=True)
 @click.option("--json", "as_json", is_flag=True)
-def predict(directory: Path, task_id: str, text: str, as_json: bool) -> None:
+@_trust
+def predict(
+    directory: Path,
+    task_id: str,
+    text: str,
+    as_json: bool,
+    public_key: Path | None,
+    signing_key: Path | None,
+) -> None:
     """The label the served model for TASK gives to TEXT."""
     from ledger._internal.ledgerdir import open_ledger
     from ledger._internal.serve import predict as run
 
-    with open_ledger(directory) as ledger:
+    with open_ledger(directory, trusted=_trusted(public_key, signing_key)) as ledger:
         result = run(ledger, task_id, text)
     click.echo(json.dumps(result, sort_keys=True) if as_json else str(result["label"]))
+    _note_unchecked(ledger.key_trusted)
 
 
 @cli.command()
 @click.argument("directory", type=_PATH)
 @click.option("--task", "task_id", required=True)
 @click.argument("out", type=_PATH)
-def export(directory: Path, task_id: str, out: Path) -> None:
+@_trust
+def export(
+    directory: Path, task_id: str, out: Path, public_key: Path | None, signing_key: Path | None
+) -> None:
     """The served model for TASK as a Hugging Face folder OUT."""
     from ledger._internal.ledgerdir import open_ledger
     from ledger._internal.serve import export as run
 
-    with open_ledger(directory) as ledger:
+    with open_ledger(directory, trusted=_trusted(public_key, signing_key)) as ledger:
         how = run(ledger, task_id, out)
     click.echo(f"exported the {how} served model for {task_id} to {out}")
+    _note_unchecked(ledger.key_trusted)
 
 
 @cli.command()
@@ -232,6 +285,7 @@ def export(directory: Path, task_id: str, out: Path) -> None:
 @click.option("--size", type=click.IntRange(1), help="Against the head of this size (latest).")
 @click.option("--task", "task_id", help="With --record.")
 @click.option("--data", type=_PATH, help="With --record: the task's JSONL.")
+@_trust
 def proof(
     directory: Path,
     event: int | None,
@@ -240,6 +294,8 @@ def proof(
     size: int | None,
     task_id: str | None,
     data: Path | None,
+    public_key: Path | None,
+    signing_key: Path | None,
 ) -> None:
     """RFC 9162 proofs as JSON: an event's inclusion, log consistency, or a data record's."""
     from ledger._internal import proofs
@@ -249,7 +305,7 @@ def proof(
         raise click.UsageError("give exactly one of --event, --consistency, --record")
     if record is not None and (task_id is None or data is None):
         raise click.UsageError("--record needs --task and --data")
-    with open_ledger(directory) as ledger:
+    with open_ledger(directory, trusted=_trusted(public_key, signing_key)) as ledger:
         if event is not None:
             result = proofs.event_inclusion(ledger, event, size)
         elif consistency is not None:
@@ -258,6 +314,7 @@ def proof(
             assert record is not None and task_id is not None and data is not None
             result = proofs.record_inclusion(ledger, task_id, data, record)
     click.echo(json.dumps(result, indent=2, sort_keys=True))
+    _note_unchecked(ledger.key_trusted)
 
 
 @cli.command()

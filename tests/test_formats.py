@@ -129,7 +129,7 @@ def test_data_hash_is_a_merkle_root_of_canonical_records(tmp_path: Path) -> None
 )
 def test_bad_data_is_refused_with_its_line(raw: bytes, message: str) -> None:
     with pytest.raises(LedgerError, match=message):
-        parse_records(raw, "mem")
+        parse_records(raw.splitlines(keepends=True), "mem")
 
 
 def _golden(name: str, produced: bytes) -> None:

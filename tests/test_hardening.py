@@ -41,16 +41,28 @@ def led(two_tasks: Path, tmp_path: Path) -> Path:
     return copy
 
 
-def _sql(led: Path, statement: str) -> None:
+def _sql(led: Path, *statements: str) -> None:
     con = duckdb.connect(str(led / "ledger.duckdb"))
-    con.execute(statement)
+    for statement in statements:
+        con.execute(statement)
     con.close()
+
+
+def _link_vectors_outside(led: Path) -> None:
+    """Recovery's deletes would act outside the folder through the link."""
+    outside = led.parent / "outside"
+    shutil.move(led / "vectors", outside)
+    (led / "vectors").symlink_to(outside)
+    (led / "journal.json").write_text(
+        json.dumps({"target_size": 9, "moves": [], "deletes": ["vectors/a.safetensors"]})
+    )
 
 
 def _zero_state(led: Path) -> None:
     from ledger._internal.tensorfile import read_tensors, write_tensors
 
     state = read_tensors(led / "state.safetensors")
+    (led / "state.safetensors").unlink()
     write_tensors(led / "state.safetensors", {n: t * 0 for n, t in state.items()})
 
 
@@ -88,7 +100,58 @@ TAMPERING: dict[str, tuple[Callable[[Path], None], str]] = {
         lambda led: (led / "journal.json").write_text(
             json.dumps({"target_size": 9, "moves": [], "deletes": ["../victim"]})
         ),
-        "names a path outside the ledger",
+        "names a path a write never touches",
+    ),
+    "planted-journal-deletes-a-base-file": (
+        lambda led: (led / "journal.json").write_text(
+            json.dumps({"target_size": 9, "moves": [], "deletes": ["base/config.json"]})
+        ),
+        "names a path a write never touches",
+    ),
+    "symlinked-vectors-folder-with-a-journal-deleting-through-it": (
+        lambda led: _link_vectors_outside(led),
+        "vectors is a symbolic link",
+    ),
+    "symlink-planted-at-a-staged-name": (
+        lambda led: (led / "state.safetensors.staged-3").symlink_to("../victim"),
+        "state.safetensors.staged-3 is a symbolic link",
+    ),
+    "fifo-planted-as-a-vector": (
+        lambda led: os.mkfifo(led / "vectors" / "z.safetensors"),
+        "vectors/z.safetensors is a FIFO",
+    ),
+    "vector-hard-linked-outside": (
+        lambda led: os.link(led / "vectors/a.safetensors", led.parent / "kept-copy"),
+        "vectors/a.safetensors is hard-linked",
+    ),
+    "subfolder-planted-in-base": (
+        lambda led: (led / "base" / "extra").mkdir(),
+        "base/extra is a folder",
+    ),
+    "backup-file-planted": (
+        lambda led: shutil.copy(led / "vectors/a.safetensors", led / "vectors/a.bak"),
+        "vectors/a.bak is not a file a ledger folder holds",
+    ),
+    "view-substituted-for-the-events-table": (
+        lambda led: _sql(
+            led,
+            "ALTER TABLE events RENAME TO events_real",
+            "CREATE VIEW events AS SELECT seq, kind, task_id, content AS payload "
+            "FROM events_real, read_text('../victim')",
+        ),
+        "holds view events",
+    ),
+    "macro-planted": (
+        lambda led: _sql(led, "CREATE MACRO steal(p) AS p"),
+        "holds macro steal",
+    ),
+    "oversized-event-payload": (
+        lambda led: _sql(led, "UPDATE events SET payload = repeat('x', 2000000) WHERE seq = 1"),
+        "exceeds FORMAT.md §5's cap",
+    ),
+    "column-default-planted": (
+        lambda led: _sql(led, "ALTER TABLE tasks ALTER COLUMN method SET DEFAULT 'sift'"),
+        "has a default or a comment",
     ),
     "damaged-journal": (
         lambda led: (led / "journal.json").write_text("garbage"),
@@ -99,7 +162,7 @@ TAMPERING: dict[str, tuple[Callable[[Path], None], str]] = {
             (led / "LOCK").unlink(missing_ok=True),
             (led / "LOCK").symlink_to("../victim"),
         ),
-        "cannot open the lock file",
+        "LOCK is a symbolic link",
     ),
     "task-row-marked-unlearned": (
         lambda led: _sql(led, "UPDATE tasks SET status = 'unlearned' WHERE task_id = 'b'"),
@@ -114,7 +177,10 @@ TAMPERING: dict[str, tuple[Callable[[Path], None], str]] = {
         ),
         "tasks table differs from the signed events",
     ),
-    "tables-dropped": (lambda led: _sql(led, "DROP TABLE events"), "damaged or not a ledger"),
+    "tables-dropped": (
+        lambda led: _sql(led, "DROP TABLE events"),
+        "table events does not have FORMAT.md §5's columns",
+    ),
 }
 
 
@@ -126,13 +192,23 @@ def test_add_refuses_a_tampered_folder(
     victim.write_text("not the ledger's")
     tamper, message = TAMPERING[case]
     tamper(led)
+    outside = _outside_files(led)
     before = tree_digest(led)
     result = ledger_cli("add", led, "--task", "c", "--data", task_data["c"], "--steps", "2")
     assert result.code == 1, result
     assert result.err.count("\n") == 1 and result.err.startswith("error: "), result.err
     assert message in result.err
     assert tree_digest(led) == before
-    assert victim.read_text() == "not the ledger's"
+    assert _outside_files(led) == outside, "a file outside the ledger folder changed"
+
+
+def _outside_files(led: Path) -> dict[str, tuple[bytes, int]]:
+    """Bytes and mtime of every file beside the ledger folder: the attacks aim there."""
+    return {
+        p.name: (p.read_bytes(), p.stat().st_mtime_ns)
+        for p in sorted(led.parent.rglob("*"))
+        if p.is_file() and not p.is_symlink() and led not in p.parents
+    }
 
 
 def test_a_tampered_mask_is_never_served(led: Path, ledger_cli: Callable[..., Result]) -> None:
@@ -261,3 +337,42 @@ def test_init_refuses_a_base_the_format_cannot_describe(
     assert result.code == 1 and result.err.startswith("error: "), result
     assert not (tmp_path / "led").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["base"]
+
+
+def test_a_stray_staged_file_is_shown_by_status_and_removed_by_the_next_write(
+    led: Path, task_data: dict[str, Path], ledger_cli: Callable[..., Result]
+) -> None:
+    stray = led / "vectors" / "a.safetensors.staged-7"
+    stray.write_bytes(b"debris of a write no journal names")
+    shown = ledger_cli("status", led, "--json")
+    assert shown.code == 0 and json.loads(shown.out)["leftovers"] == [
+        "vectors/a.safetensors.staged-7"
+    ]
+    assert stray.exists(), "a reader must not change the folder"
+    added = ledger_cli("add", led, "--task", "c", "--data", task_data["c"], "--steps", "2")
+    assert added.code == 0, added.err
+    assert not stray.exists()
+    assert json.loads(ledger_cli("status", led, "--json").out)["leftovers"] == []
+
+
+@pytest.mark.parametrize("command", ["status", "predict", "proof"])
+def test_readers_check_the_head_against_a_key_from_outside_the_folder(
+    led: Path, key: Path, tmp_path: Path, ledger_cli: Callable[..., Result], command: str
+) -> None:
+    """A forged folder carries its own key: only a key the reader brings proves anything."""
+    from ledger._internal.keys import generate
+
+    other = generate(tmp_path / "other.key")
+    args = {
+        "status": ["status", led, "--json"],
+        "predict": ["predict", led, "--task", "a", "--text", "good"],
+        "proof": ["proof", led, "--event", "1"],
+    }[command]
+    refused = ledger_cli(*args, "--public-key", other)
+    assert refused.code == 1 and refused.err.startswith("error: "), refused
+    assert "not the one you trust" in refused.err and refused.err.count("\n") == 1
+    for trusted in (["--public-key", key.with_name(key.name + ".pub")], ["--key", key]):
+        checked = ledger_cli(*args, *trusted)
+        assert checked.code == 0 and checked.err == "", checked
+    unchecked = ledger_cli(*args)
+    assert unchecked.code == 0 and "was checked only against the key the folder" in unchecked.err

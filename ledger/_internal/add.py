@@ -16,7 +16,8 @@ from ledger._internal.digest import set_digest
 from ledger._internal.errors import LedgerError
 from ledger._internal.finetune import TrainSpec, finetune
 from ledger._internal.keys import load_private
-from ledger._internal.ledgerdir import STATE, check_task_id, mask_file, open_ledger, vector_file
+from ledger._internal.layout import STATE, check_task_id, mask_file, vector_file
+from ledger._internal.ledgerdir import open_ledger
 from ledger._internal.store import TaskRow, Write
 from ledger._internal.tensorfile import write_tensors
 from ledger._internal.treehead import utc_now
@@ -56,7 +57,7 @@ def add_task(
         raise LedgerError(f"unknown method {method!r}: use sift or ft", exit_code=2)
     if hyper.steps < 1 or hyper.batch_size < 1 or hyper.max_length < 2 or not hyper.lr > 0:
         raise LedgerError("steps, batch size and lr must be positive", exit_code=2)
-    with open_ledger(root) as ledger:
+    with open_ledger(root, write=True) as ledger:
         existing = ledger.store.task(task_id)
         if existing is not None:
             raise LedgerError(
@@ -64,8 +65,8 @@ def add_task(
             )
         key = load_private(key_path or ledger.default_key_path())
         ledger.check_key(key)
-        dataset = load_dataset(data_path)
         ledger.check_base()
+        dataset = load_dataset(data_path, ledger.num_labels)
         merged = ledger.read_state()  # checked against the log before any training
         config = ledger.config
         spec = TrainSpec(

@@ -267,6 +267,7 @@ def load_model(base_dir: Path) -> tuple[PreTrainedModel, Any]:
             dtype=DTYPE,
             attn_implementation=ATTN_IMPLEMENTATION,
             output_loading_info=True,
+            use_safetensors=True,  # never unpickle a checkpoint: that runs its code
         )
         tokenizer = AutoTokenizer.from_pretrained(base_dir)
     except (OSError, ValueError, KeyError) as exc:

@@ -9,6 +9,7 @@ the digest comparison stays the final judge for what is not listed here.
 
 from __future__ import annotations
 
+import os
 import platform
 import random
 import re
@@ -36,6 +37,39 @@ DROPOUT = 0.0
 DATA_ORDER = "ulg:order:v1"
 FROZEN_PATTERN = "embeddings."
 MATMUL_PRECISION = "highest"
+
+# Environment variables torch, oneDNN, MKL, OpenBLAS and OpenMP read that can
+# change a result's bits: kernel and ISA selection, conditional numerical
+# reproducibility, floating-point math mode, thread counts and scheduling
+# (reduction order). They are read once at library start-up, so they cannot be
+# set from inside the process: they are recorded, and a replay under other
+# values is refused naming the variable. MKL_CBWR and ONEDNN_MAX_CPU_ISA were
+# each measured to change a replayed digest here.
+BIT_CHANGING_ENV = (
+    "ATEN_CPU_CAPABILITY",
+    "DNNL_CPU_ISA_HINTS",
+    "DNNL_DEFAULT_FPMATH_MODE",
+    "DNNL_MAX_CPU_ISA",
+    "GOMP_SPINCOUNT",
+    "KMP_DETERMINISTIC_REDUCTION",
+    "KMP_FORCE_REDUCTION",
+    "MKL_CBWR",
+    "MKL_DEBUG_CPU_TYPE",
+    "MKL_DYNAMIC",
+    "MKL_ENABLE_INSTRUCTIONS",
+    "MKL_NUM_THREADS",
+    "MKL_THREADING_LAYER",
+    "OMP_DYNAMIC",
+    "OMP_NUM_THREADS",
+    "OMP_SCHEDULE",
+    "OMP_THREAD_LIMIT",
+    "ONEDNN_CPU_ISA_HINTS",
+    "ONEDNN_DEFAULT_FPMATH_MODE",
+    "ONEDNN_MAX_CPU_ISA",
+    "OPENBLAS_CORETYPE",
+    "OPENBLAS_NUM_THREADS",
+)
+ENV_PREFIX = "env."
 
 _ISA = re.compile(r"^(sse|ssse3|avx|fma|f16c|amx|bmi|popcnt|asimd|neon|sve|fp16|bf16|i8mm)")
 
@@ -101,6 +135,8 @@ def environment() -> dict[str, Any]:
         "isa": isa,
         "matmul_precision": torch.get_float32_matmul_precision(),
         "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+        # only the variables that are set: an unset one and an older record agree
+        **{ENV_PREFIX + v: os.environ[v] for v in BIT_CHANGING_ENV if v in os.environ},
     }
 
 
@@ -141,7 +177,8 @@ def check_replay(recorded: dict[str, Any]) -> None:
     """Refuse a replay whose settings differ from the record, naming the field.
 
     Fixed settings and environment share one namespace; the first differing
-    key in sorted order is reported so the message is stable run to run.
+    key in sorted order is reported so the message is stable run to run (an
+    environment variable's key is ``env.NAME``; absent means unset).
     """
     try:
         then = {**recorded["fixed"], **recorded["environment"]}

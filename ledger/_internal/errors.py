@@ -17,6 +17,11 @@ class DeterminismMismatch(LedgerError):
 
     def __init__(self, field: str, recorded: object, current: object) -> None:
         super().__init__(
-            f"determinism mismatch: {field}: recorded {recorded!r}, current {current!r}"
+            f"determinism mismatch: {field}: recorded {_shown(recorded)}, current {_shown(current)}"
+            " (replay in the recorded environment)"
         )
         self.field = field
+
+
+def _shown(value: object) -> str:
+    return "unset" if value is None else repr(value)

@@ -6,9 +6,12 @@ then applies the plan. Whoever next takes the lock finishes the plan if the
 database committed (its event count reached the journal's target) and rolls
 it back otherwise, so a crash at any point leaves the old state or the new one.
 
-Journal paths are relative to the ledger folder and refused if they leave it:
-the journal is a file in a folder others may write to, and recovery must not
-become a way to move or delete arbitrary files.
+Journal paths are relative to the ledger folder and must name files a write
+makes (the state, a task's vector, mask or certificate, and their staged
+copies): the journal is a file in a folder others may write to, and recovery
+must not become a way to move or delete arbitrary files, base/ included.
+Staged files are created exclusively, so a link planted at a staged name is
+never written through.
 """
 
 from __future__ import annotations
@@ -24,9 +27,12 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ledger._internal.errors import LedgerError
+from ledger._internal.jcs import loads_strict
+from ledger._internal.layout import JOURNAL, STATE, is_task_file
+from ledger._internal.safefs import read_regular
 from ledger._internal.tensorfile import fsync_dir, write_bytes_durable
 
-JOURNAL = "journal.json"
+_JOURNAL_LIMIT = 1 << 20
 
 
 @contextmanager
@@ -57,19 +63,30 @@ class Plan:
     writers: dict[str, Callable[[Path], None]] = field(default_factory=dict, repr=False)
 
     def put(self, final: str, writer: Callable[[Path], None]) -> None:
-        """``writer`` writes and fsyncs the new file at the staged path it is given."""
+        """``writer`` creates (exclusively), writes and fsyncs the file at the staged path."""
         staged = f"{final}.staged-{self.target_size}"
         self.moves.append((staged, final))
         self.writers[staged] = writer
 
+    def staged_paths(self) -> set[str]:
+        return {staged for staged, _ in self.moves}
 
-def _inside(root: Path, relative: Any) -> Path:
+
+def _inside(root: Path, relative: Any, *, deletion: bool = False) -> Path:
+    """A path a write may move into place (or, for ``deletion``, remove): nothing else."""
     if not isinstance(relative, str):
         raise LedgerError(f"{root / JOURNAL} is damaged: a path is not a string")
-    parts = PurePosixPath(relative).parts
-    if not parts or relative.startswith("/") or ".." in parts or JOURNAL in parts[:1]:
-        raise LedgerError(f"{root / JOURNAL} names a path outside the ledger: {relative!r}")
-    return root.joinpath(*parts)
+    if deletion:
+        allowed = is_task_file(relative) and not relative.startswith("certificates/")
+    else:
+        allowed = relative == STATE or is_task_file(relative)
+    if not allowed or PurePosixPath(relative).as_posix() != relative:
+        raise LedgerError(f"{root / JOURNAL} names a path a write never touches: {relative!r}")
+    return root.joinpath(*PurePosixPath(relative).parts)
+
+
+def _staged(root: Path, final: str, target_size: int) -> Path:
+    return _inside(root, final).with_name(f"{PurePosixPath(final).name}.staged-{target_size}")
 
 
 def prepare(root: Path, plan: Plan) -> None:
@@ -80,19 +97,19 @@ def prepare(root: Path, plan: Plan) -> None:
     os.replace(tmp, root / JOURNAL)
     fsync_dir(root)
     for staged, writer in plan.writers.items():
-        writer(_inside(root, staged))
+        writer(root / staged)
 
 
 def apply_plan(root: Path, plan: Plan) -> None:
     """Idempotent, so recovery can rerun it after a crash halfway through."""
     touched = {root}
     for staged, final in plan.moves:
-        source, target = _inside(root, staged), _inside(root, final)
-        if source.exists():
+        source, target = root / staged, _inside(root, final)
+        if os.path.lexists(source):
             os.replace(source, target)
         touched.add(target.parent)
     for relative in plan.deletes:
-        path = _inside(root, relative)
+        path = _inside(root, relative, deletion=True)
         path.unlink(missing_ok=True)
         touched.add(path.parent)
     for directory in touched:
@@ -103,29 +120,48 @@ def apply_plan(root: Path, plan: Plan) -> None:
 
 def discard_plan(root: Path, plan: Plan) -> None:
     for staged, _ in plan.moves:
-        _inside(root, staged).unlink(missing_ok=True)
+        (root / staged).unlink(missing_ok=True)
     (root / JOURNAL).unlink(missing_ok=True)
     fsync_dir(root)
 
 
 def _read_plan(root: Path) -> Plan:
+    """The journal as written by ``prepare``; every path re-derived, none taken on trust."""
     try:
-        data = json.loads((root / JOURNAL).read_text())
-        plan = Plan(int(data["target_size"]))
+        data = loads_strict(read_regular(root / JOURNAL, root, _JOURNAL_LIMIT))
+        target = data["target_size"]
+        if (
+            type(target) is not int
+            or target < 1
+            or set(data) != {"target_size", "moves", "deletes"}
+        ):
+            raise ValueError("not a journal")
+        plan = Plan(target)
         for staged, final in data["moves"]:
-            plan.moves.append((str(_inside(root, staged).relative_to(root)), str(final)))
-            _inside(root, final)
-        plan.deletes = [str(_inside(root, d).relative_to(root)) for d in data["deletes"]]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+            if staged != _staged(root, final, target).relative_to(root).as_posix():
+                raise ValueError(f"staged name {staged!r} is not {final!r}'s")
+            plan.moves.append((staged, final))
+        plan.deletes = [str(d) for d in data["deletes"]]
+        for relative in plan.deletes:
+            _inside(root, relative, deletion=True)
+    except (ValueError, KeyError, TypeError) as exc:
         raise LedgerError(f"{root / JOURNAL} is damaged ({exc}); restore the folder") from exc
     return plan
+
+
+def remove_leftovers(root: Path, staged: list[str]) -> None:
+    """Staged files no journal names: a crashed write's debris, or something planted."""
+    for relative in staged:
+        (root / relative).unlink(missing_ok=True)
+    if staged:
+        fsync_dir(root)
 
 
 def settle(root: Path, committed_size: int, plan: Plan | None = None) -> str | None:
     """Finish or roll back the journalled write; says which, or None if there was none."""
     if plan is None:
         (root / (JOURNAL + ".tmp")).unlink(missing_ok=True)
-        if not (root / JOURNAL).exists():
+        if not os.path.lexists(root / JOURNAL):
             return None
         plan = _read_plan(root)
     if committed_size >= plan.target_size:

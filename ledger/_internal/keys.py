@@ -60,6 +60,19 @@ def load_private(path: Path) -> Ed25519PrivateKey:
     return key
 
 
+def load_public(path: Path) -> Ed25519PublicKey:
+    """A public key the caller trusts (SubjectPublicKeyInfo PEM), to check a folder against."""
+    try:
+        key = serialization.load_pem_public_key(path.read_bytes())
+    except OSError as exc:
+        raise LedgerError(f"cannot read public key {path}: {exc.strerror}") from exc
+    except (ValueError, TypeError) as exc:
+        raise LedgerError(f"{path} is not a PEM public key") from exc
+    if not isinstance(key, Ed25519PublicKey):
+        raise LedgerError(f"{path} is not an Ed25519 public key")
+    return key
+
+
 def raw_public(key: Ed25519PublicKey) -> bytes:
     return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 

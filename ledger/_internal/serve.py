@@ -15,6 +15,7 @@ import torch
 
 from ledger._internal.basemodel import load_model
 from ledger._internal.codec import Float32Array, dequantise
+from ledger._internal.errors import LedgerError
 from ledger._internal.ledgerdir import Ledger
 from ledger._internal.tensorfile import refuse_nonempty
 from ledger._internal.vector import unpack_mask
@@ -83,6 +84,12 @@ def predict(ledger: Ledger, task_id: str, text: str) -> dict[str, Any]:
 
 
 def export(ledger: Ledger, task_id: str, out: Path) -> str:
+    """Into a new or empty folder outside the ledger: files there would break its layout."""
+    if out.is_symlink():
+        raise LedgerError(f"{out} is a symbolic link; export into a real folder")
+    target = out.parent.resolve() / out.name
+    if target.is_relative_to(ledger.root) or ledger.root.is_relative_to(target):
+        raise LedgerError(f"{out} is inside the ledger folder {ledger.root}; export elsewhere")
     refuse_nonempty(out)
     model, tokenizer, how = served_model(ledger, task_id)
     model.save_pretrained(out)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
 from ledger._internal.ledgerdir import Ledger, open_ledger
 from ledger._internal.treehead import head_fields
 
@@ -14,8 +16,9 @@ def _checked_state_digest(ledger: Ledger) -> str:
     return ledger.state_digest()
 
 
-def ledger_status(root: Path) -> dict[str, Any]:
-    with open_ledger(root) as ledger:
+def ledger_status(root: Path, trusted: Ed25519PublicKey | None = None) -> dict[str, Any]:
+    """The contract's keys, plus ``key_checked`` and the ``leftovers`` no journal names."""
+    with open_ledger(root, trusted=trusted) as ledger:
         store = ledger.store
         size = store.size()
         tasks = store.tasks()
@@ -29,4 +32,6 @@ def ledger_status(root: Path) -> dict[str, Any]:
                 t.task_id: {"digest": t.vector_digest, "data_hash": t.data_hash, "status": t.status}
                 for t in tasks
             },
+            "key_checked": ledger.key_trusted,
+            "leftovers": ledger.leftovers,
         }

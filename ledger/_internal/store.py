@@ -3,11 +3,16 @@
 DuckDB enforces nothing append-only, so nothing here is trusted by a reader:
 every row is re-derived from event payloads whose hashes are committed to by
 signed tree heads (docs/FORMAT.md §4–§6). One write = one transaction.
+
+The file is the adversary's (FORMAT.md §5): it is opened with external access
+and extension loading off and the configuration locked, so that no view or
+macro it holds can read a file or pull in code; its catalog must be exactly
+the five tables, checked before any row is read; and no text value is fetched
+before its length is checked against the format's cap.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +20,7 @@ from typing import Any
 import duckdb
 
 from ledger._internal.errors import LedgerError
-from ledger._internal.jcs import canonical
+from ledger._internal.jcs import canonical, loads_strict
 from ledger._internal.merkle import leaf_hash
 
 FORMAT = "ulg/ledger/v1"
@@ -41,6 +46,69 @@ CREATE TABLE certificates (
 _TASK_COLUMNS = (
     "task_id, method, status, add_seq, unlearn_seq, data_hash, vector_digest, mask_digest"
 )
+
+# FORMAT.md §5: the catalog, column by column in order, and the caps on text values.
+TABLES: dict[str, tuple[tuple[str, str], ...]] = {
+    "certificates": (("seq", "BIGINT"), ("task_id", "VARCHAR"), ("envelope", "VARCHAR")),
+    "config": (
+        ("format", "VARCHAR"),
+        ("log_id", "VARCHAR"),
+        ("base_digest", "VARCHAR"),
+        ("sign_seed", "UBIGINT"),
+        ("scale_bits", "INTEGER"),
+        ("threads", "INTEGER"),
+        ("public_key", "VARCHAR"),
+        ("retain_vectors", "BOOLEAN"),
+    ),
+    "events": (
+        ("seq", "BIGINT"),
+        ("kind", "VARCHAR"),
+        ("task_id", "VARCHAR"),
+        ("payload", "VARCHAR"),
+    ),
+    "tasks": tuple(
+        (c, "BIGINT" if c.endswith("_seq") else "VARCHAR") for c in _TASK_COLUMNS.split(", ")
+    ),
+    "tree_heads": (("size", "BIGINT"), ("body", "VARCHAR"), ("signature", "VARCHAR")),
+}
+LONG_TEXT = {("events", "payload"), ("certificates", "envelope")}
+LONG_TEXT_BYTES = 1 << 20
+TEXT_BYTES = 4096
+
+_HOSTILE: dict[str, str | bool | int | float | list[str]] = {
+    "enable_external_access": False,
+    "autoinstall_known_extensions": False,
+    "autoload_known_extensions": False,
+    "lock_configuration": True,
+}
+_OTHER_OBJECTS = """
+SELECT 'schema ' || schema_name FROM duckdb_schemas()
+  WHERE database_name = current_database() AND schema_name <> 'main'
+UNION ALL SELECT 'view ' || view_name FROM duckdb_views()
+  WHERE database_name = current_database() AND NOT internal
+UNION ALL SELECT 'sequence ' || sequence_name FROM duckdb_sequences()
+  WHERE database_name = current_database()
+UNION ALL SELECT 'index ' || index_name FROM duckdb_indexes()
+  WHERE database_name = current_database()
+UNION ALL SELECT 'macro ' || function_name FROM duckdb_functions()
+  WHERE database_name = current_database() AND NOT internal
+UNION ALL SELECT 'type ' || type_name FROM duckdb_types()
+  WHERE database_name = current_database() AND NOT internal
+UNION ALL SELECT 'table ' || schema_name || '.' || table_name FROM duckdb_tables()
+  WHERE database_name = current_database()
+    AND (schema_name <> 'main' OR table_name NOT IN (SELECT unnest(?::VARCHAR[])))
+UNION ALL SELECT 'comment or tags on table ' || table_name FROM duckdb_tables()
+  WHERE database_name = current_database() AND (comment IS NOT NULL OR cardinality(tags) > 0)
+"""
+_COLUMNS = """
+SELECT c.table_name, c.column_name, c.data_type,
+       c.column_default IS NOT NULL OR c.comment IS NOT NULL
+FROM duckdb_columns() c JOIN duckdb_tables() t
+  ON c.database_name = t.database_name AND c.schema_name = t.schema_name
+ AND c.table_name = t.table_name
+WHERE c.database_name = current_database() AND c.schema_name = 'main'
+ORDER BY c.table_name, c.column_index
+"""
 
 
 @dataclass(frozen=True)
@@ -85,11 +153,14 @@ class Write:
     certificate: bytes | None = None
 
 
+_DB = "ledger.duckdb"
+
+
 def _parse_event(seq: int, payload: str) -> dict[str, Any]:
     try:
-        event = json.loads(payload)
-    except ValueError:
-        raise LedgerError(f"event {seq} is not JSON") from None
+        event = loads_strict(payload)
+    except ValueError as exc:
+        raise LedgerError(f"event {seq} is not strict JSON ({exc})") from None
     if not isinstance(event, dict):
         raise LedgerError(f"event {seq} is not a JSON object")
     return event
@@ -98,9 +169,35 @@ def _parse_event(seq: int, payload: str) -> dict[str, Any]:
 class Store:
     def __init__(self, path: Path, read_only: bool = False) -> None:
         try:
-            self._con = duckdb.connect(str(path), read_only=read_only)
+            self._con = duckdb.connect(str(path), read_only=read_only, config=_HOSTILE)
         except duckdb.Error as exc:
-            raise LedgerError(f"cannot open ledger database {path}: {exc}") from exc
+            first = (str(exc).splitlines() or [type(exc).__name__])[0]
+            raise LedgerError(f"cannot open ledger database {path}: {first}") from exc
+
+    def check_catalog(self) -> None:
+        """Exactly FORMAT.md §5's tables and columns, and no text past its cap."""
+        others = self._rows(_OTHER_OBJECTS, [sorted(TABLES)])
+        if others:
+            raise LedgerError(f"{_DB} holds {others[0][0]}, which FORMAT.md §5 does not allow")
+        columns: dict[str, list[tuple[str, str]]] = {}
+        for table, column, dtype, annotated in self._rows(_COLUMNS):
+            if annotated:
+                raise LedgerError(f"{_DB}: column {table}.{column} has a default or a comment")
+            columns.setdefault(table, []).append((column, dtype))
+        for table, want in TABLES.items():
+            if tuple(columns.get(table, ())) != want:
+                raise LedgerError(f"{_DB}: table {table} does not have FORMAT.md §5's columns")
+            key = want[0][0]
+            limits = " OR ".join(
+                f'strlen("{c}") > {LONG_TEXT_BYTES if (table, c) in LONG_TEXT else TEXT_BYTES}'
+                for c, dtype in want
+                if dtype == "VARCHAR"
+            )
+            long = self._rows(f'SELECT "{key}" FROM {table} WHERE {limits} LIMIT 1')
+            if long:
+                raise LedgerError(
+                    f"{_DB}: a text value of {table} row {long[0][0]!r} exceeds FORMAT.md §5's cap"
+                )
 
     def close(self) -> None:
         self._con.close()

@@ -2,26 +2,38 @@
 
 Written by a streaming writer (header, then each tensor's buffer straight to
 the file) so that saving the merged state never holds a second serialised
-copy of it in memory; read with the reference ``safetensors`` reader.
+copy of it in memory. Read by our own reader, because the file is the
+adversary's: the header is checked against the layout the caller expects and
+against the file's real size before a single data byte is read, so a file
+that claims (or is) gigabytes costs neither memory nor time.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import struct
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from safetensors import SafetensorError
-from safetensors.numpy import load_file
 
 from ledger._internal.digest import dtype_code
 from ledger._internal.errors import LedgerError
+from ledger._internal.jcs import loads_strict
+from ledger._internal.safefs import create_exclusive, open_regular
 
 Tensors = dict[str, npt.NDArray[np.generic]]
+Layout = Mapping[str, tuple[str, tuple[int, ...]]]  # name -> (safetensors dtype, shape)
+MAX_HEADER_BYTES = 1 << 24
+_NUMPY: dict[str, np.dtype[Any]] = {
+    "I64": np.dtype("<i8"),
+    "F32": np.dtype("<f4"),
+    "U8": np.dtype("u1"),
+}
 
 
 def fsync_dir(path: Path) -> None:
@@ -50,7 +62,7 @@ def fsync_tree(root: Path) -> None:
 
 
 def write_bytes_durable(path: Path, data: bytes) -> None:
-    with open(path, "wb") as handle:
+    with create_exclusive(path) as handle:
         handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
@@ -70,7 +82,7 @@ def write_tensors(path: Path, tensors: Mapping[str, npt.NDArray[np.generic]]) ->
         offset += array.nbytes
     encoded = json.dumps(header, separators=(",", ":")).encode()
     encoded += b" " * (-len(encoded) % 8)  # the reference writer aligns data to 8 bytes
-    with open(path, "wb") as handle:
+    with create_exclusive(path) as handle:
         handle.write(struct.pack("<Q", len(encoded)) + encoded)
         for name in names:
             array = np.ascontiguousarray(tensors[name])
@@ -79,8 +91,69 @@ def write_tensors(path: Path, tensors: Mapping[str, npt.NDArray[np.generic]]) ->
         os.fsync(handle.fileno())
 
 
-def read_tensors(path: Path) -> Tensors:
-    try:
-        return dict(load_file(str(path)))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise LedgerError(f"cannot read tensor file {path}: {exc}") from exc
+def _entries(header: object, where: str) -> dict[str, tuple[str, tuple[int, ...], int, int]]:
+    if not isinstance(header, dict):
+        raise LedgerError(f"{where}: header is not a JSON object")
+    out = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            dtype, shape, (lo, hi) = info["dtype"], info["shape"], info["data_offsets"]
+        except (TypeError, KeyError, ValueError):
+            raise LedgerError(f"{where}: bad header entry for {name!r}") from None
+        if (
+            dtype not in _NUMPY
+            or not isinstance(shape, list)
+            or not all(type(d) is int and d >= 0 for d in shape)
+            or not all(type(o) is int for o in (lo, hi))
+            or not 0 <= lo <= hi
+            or hi - lo != math.prod(shape) * _NUMPY[dtype].itemsize
+        ):
+            raise LedgerError(f"{where}: inconsistent header entry for {name!r}")
+        out[name] = (dtype, tuple(shape), lo, hi)
+    return out
+
+
+def read_tensors(path: Path, expect: Layout | None = None, root: Path | None = None) -> Tensors:
+    """The tensors of a file whose header matches ``expect`` (when given) and its size.
+
+    Data must tile the file exactly after the header; ``root`` only shortens
+    the names in messages.
+    """
+    where = path.name if root is None else path.relative_to(root).as_posix()
+    with open_regular(path, root or path.parent) as handle:
+        size = os.fstat(handle.fileno()).st_size
+        prefix = handle.read(8)
+        if len(prefix) != 8:
+            raise LedgerError(f"{where}: truncated tensor file")
+        (n,) = struct.unpack("<Q", prefix)
+        if n > min(MAX_HEADER_BYTES, size - 8):
+            raise LedgerError(f"{where}: header length {n} exceeds the file or the cap")
+        try:
+            entries = _entries(loads_strict(handle.read(n)), where)
+        except (ValueError, RecursionError) as exc:
+            raise LedgerError(f"{where}: header is not strict JSON ({exc})") from None
+        if expect is not None:
+            found = {name: (dtype, shape) for name, (dtype, shape, _, _) in entries.items()}
+            if found != dict(expect):
+                raise LedgerError(
+                    f"{where}: tensors are not the trainable layout (names, dtypes, shapes)"
+                )
+        end = 0
+        for lo, hi in sorted((lo, hi) for _, _, lo, hi in entries.values()):
+            if lo != end:
+                raise LedgerError(f"{where}: tensor data has a gap or overlap")
+            end = hi
+        if 8 + n + end != size:
+            raise LedgerError(
+                f"{where}: file holds {size} bytes, its header accounts for {8 + n + end}"
+            )
+        tensors: Tensors = {}
+        for name, (dtype, shape, lo, _) in entries.items():
+            array = np.empty(shape, dtype=_NUMPY[dtype])
+            handle.seek(8 + n + lo)
+            if handle.readinto(array.reshape(-1).view(np.uint8).data) != array.nbytes:
+                raise LedgerError(f"{where}: truncated while reading {name!r}")
+            tensors[name] = array
+    return tensors

@@ -20,14 +20,9 @@ from ledger._internal.digest import set_digest
 from ledger._internal.errors import LedgerError
 from ledger._internal.finetune import TrainSpec, finetune
 from ledger._internal.keys import load_private
-from ledger._internal.ledgerdir import (
-    STATE,
-    certificate_file,
-    check_task_id,
-    mask_file,
-    open_ledger,
-    vector_file,
-)
+from ledger._internal.layout import STATE, certificate_file, check_task_id, mask_file, vector_file
+from ledger._internal.ledgerdir import open_ledger
+from ledger._internal.safefs import create_exclusive
 from ledger._internal.store import TaskRow, Write
 from ledger._internal.tensorfile import write_bytes_durable, write_tensors
 from ledger._internal.treehead import utc_now
@@ -35,10 +30,14 @@ from ledger._internal.vector import TaskVector
 
 
 def _check_out(out: Path, root: Path) -> Path:
-    """The certificate's destination, checked before a replay that may take minutes."""
-    out = out.resolve()
-    if out.exists():
-        raise LedgerError(f"refusing to overwrite existing file {out}")
+    """The certificate's destination, checked before a replay that may take minutes.
+
+    Never resolved through a link at its own name: a dangling link would send
+    the certificate wherever it points.
+    """
+    if os.path.lexists(out):
+        raise LedgerError(f"refusing to overwrite existing {out} (a file or a link)")
+    out = out.parent.resolve() / out.name
     if not out.parent.is_dir() or not os.access(out.parent, os.W_OK):
         raise LedgerError(f"cannot write a certificate into {out.parent}")
     if out.is_relative_to(root.resolve()):
@@ -49,8 +48,7 @@ def _check_out(out: Path, root: Path) -> Path:
 def _deliver(envelope: bytes, out: Path, kept: str) -> None:
     """Outside the journal: a vanished OUT folder must never block the ledger's recovery."""
     try:
-        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        with os.fdopen(fd, "wb") as handle:
+        with create_exclusive(out) as handle:
             handle.write(envelope)
             handle.flush()
             os.fsync(handle.fileno())
@@ -71,7 +69,7 @@ def unlearn_task(
 ) -> dict[str, Any]:
     check_task_id(task_id)
     out = _check_out(certificate_out, root)
-    with open_ledger(root) as ledger:
+    with open_ledger(root, write=True) as ledger:
         task = ledger.store.task(task_id)
         if task is None:
             raise LedgerError(f"no task {task_id!r} in this ledger")
@@ -79,13 +77,13 @@ def unlearn_task(
             raise LedgerError(f"task {task_id!r} was already unlearned")
         key = load_private(key_path or ledger.default_key_path())
         ledger.check_key(key)
-        dataset = load_dataset(data_path)
+        ledger.check_base()
+        dataset = load_dataset(data_path, ledger.num_labels)
         if dataset.data_hash != task.data_hash:
             raise LedgerError(
                 f"data hash {dataset.data_hash} differs from the recorded {task.data_hash}: "
                 "not the data task was trained on"
             )
-        ledger.check_base()
         merged = ledger.read_state()
         add_event = ledger.store.event(task.add_seq)
         spec = TrainSpec.from_dict(add_event["spec"])
