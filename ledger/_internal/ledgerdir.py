@@ -277,10 +277,11 @@ def _check_base_source(base: Path) -> None:
 
 def _base_trainable(base: Path, building: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """θ0's tensors and trainable shapes, refusing a base the format cannot describe."""
+    # our reader first: a damaged file gets a clear line, not the loader's error
+    tensors = read_tensors(building / BASE / "model.safetensors", root=building)
     model, _ = load_model(building / BASE)
     params = dict(model.named_parameters())
     trainable = {name: list(params[name].shape) for name in trainable_names(model)}
-    tensors = read_tensors(building / BASE / "model.safetensors")
     if any(t.dtype != np.float32 for t in tensors.values()):
         raise LedgerError("base model tensors must all be float32; build it with ledger base")
     stored = {n: list(t.shape) for n, t in tensors.items() if "embeddings." not in n}
