@@ -30,8 +30,10 @@ from audits.setting import Prepared, prepare
 from audits.training import SIGN_SEED, THREADS
 from ledger._internal.add import add_task
 from ledger._internal.corpora import Task, write_jsonl
+from ledger._internal.create import init_ledger
 from ledger._internal.keys import generate
-from ledger._internal.ledgerdir import STATE, init_ledger, open_ledger
+from ledger._internal.layout import STATE
+from ledger._internal.ledgerdir import open_ledger
 from ledger._internal.unlearn import unlearn_task
 from ledger._internal.vector import TaskVector
 

@@ -151,7 +151,7 @@ def init(
     retain_vectors: bool,
 ) -> None:
     """A new ledger in DIRECTORY over the base model."""
-    from ledger._internal.ledgerdir import init_ledger
+    from ledger._internal.create import init_ledger
 
     log = init_ledger(directory, base_dir, key, seed, scale_bits, threads, retain_vectors)
     click.echo(f"initialised ledger {directory}: log {log}")

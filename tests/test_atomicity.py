@@ -30,7 +30,7 @@ def one_task(
     key: Path,
     task_data: dict[str, Path],
 ) -> Path:
-    from ledger._internal.ledgerdir import init_ledger
+    from ledger._internal.create import init_ledger
 
     led = tmp_path_factory.mktemp("atomic") / "led"
     init_ledger(led, tiny_base, key, sign_seed=3, scale_bits=40, threads=2, retain_vectors=True)

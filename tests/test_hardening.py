@@ -16,7 +16,7 @@ import duckdb
 import pytest
 
 from ledger._internal.add import Hyper, add_task
-from ledger._internal.ledgerdir import init_ledger
+from ledger._internal.create import init_ledger
 from tests.conftest import Result, tree_digest
 
 
@@ -147,7 +147,7 @@ TAMPERING: dict[str, tuple[Callable[[Path], None], str]] = {
     ),
     "oversized-event-payload": (
         lambda led: _sql(led, "UPDATE events SET payload = repeat('x', 2000000) WHERE seq = 1"),
-        "exceeds FORMAT.md §5's cap",
+        "over FORMAT.md §5's cap",
     ),
     "column-default-planted": (
         lambda led: _sql(led, "ALTER TABLE tasks ALTER COLUMN method SET DEFAULT 'sift'"),

@@ -21,8 +21,9 @@ from rich.table import Table
 from ledger._internal.add import Hyper, add_task
 from ledger._internal.basemodel import build_minilm, build_tiny, load_model
 from ledger._internal.corpora import Task, movielens_tasks, write_jsonl
+from ledger._internal.create import init_ledger
 from ledger._internal.keys import generate
-from ledger._internal.ledgerdir import init_ledger, open_ledger
+from ledger._internal.ledgerdir import open_ledger
 from ledger._internal.serve import probabilities, served_model
 from ledger._internal.unlearn import unlearn_task
 

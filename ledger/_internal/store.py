@@ -187,6 +187,7 @@ class Store:
         for table, want in TABLES.items():
             if tuple(columns.get(table, ())) != want:
                 raise LedgerError(f"{_DB}: table {table} does not have FORMAT.md §5's columns")
+            self._check_text_stats(table)
             key = want[0][0]
             limits = " OR ".join(
                 f'strlen("{c}") > {LONG_TEXT_BYTES if (table, c) in LONG_TEXT else TEXT_BYTES}'
@@ -197,6 +198,22 @@ class Store:
             if long:
                 raise LedgerError(
                     f"{_DB}: a text value of {table} row {long[0][0]!r} exceeds FORMAT.md §5's cap"
+                )
+
+    def _check_text_stats(self, table: str) -> None:
+        """Refuse from the column statistics alone: evaluating ``strlen`` on a 200 MiB
+        value would load it. Stats can lie, so the SQL check runs afterwards anyway."""
+        sql = (
+            "SELECT column_name, max(stats['max_string_length']::BIGINT) "
+            f"FROM pragma_storage_info('{table}') WHERE segment_type = 'VARCHAR' "
+            "GROUP BY column_name"
+        )
+        for column, longest in self._rows(sql):
+            cap = LONG_TEXT_BYTES if (table, column) in LONG_TEXT else TEXT_BYTES
+            if longest is not None and longest > cap:
+                raise LedgerError(
+                    f"{_DB}: column {table}.{column} holds a {longest}-byte value, over "
+                    f"FORMAT.md §5's cap of {cap}"
                 )
 
     def close(self) -> None:
