@@ -16,6 +16,13 @@ from ledger._internal.errors import LedgerError
 from ledger._internal.jcs import SEED_LIMIT
 
 _MAX_SEED = SEED_LIMIT - 1
+_wait = click.option(
+    "--wait",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(0),
+    help="Seconds to wait for another writer's commit before giving up (ledger busy).",
+)
 _PATH = click.Path(path_type=Path)
 _EXISTING = click.Path(path_type=Path, exists=True)
 
@@ -168,6 +175,7 @@ def init(
 @click.option("--batch-size", default=16, show_default=True, type=click.IntRange(1))
 @click.option("--max-length", default=32, show_default=True, type=click.IntRange(2))
 @click.option("--key", default=None, type=_PATH)
+@_wait
 def add(
     directory: Path,
     task_id: str,
@@ -179,8 +187,11 @@ def add(
     batch_size: int,
     max_length: int,
     key: Path | None,
+    wait: float,
 ) -> None:
-    """Deterministic fine-tune, quantise, digest, sign, record, merge."""
+    """Deterministic fine-tune, quantise, digest, sign, record, merge.
+
+    Trains without the writer lock; takes it only to commit."""
     from ledger._internal.add import Hyper, add_task
 
     with _progress(f"fine-tuning {task_id}") as progress:
@@ -193,6 +204,7 @@ def add(
             Hyper(steps, lr, batch_size, max_length),
             key,
             progress,
+            wait,
         )
     click.echo(f"added {task_id}: {event['vector_digest']} (event {event['seq']})")
 
@@ -203,12 +215,17 @@ def add(
 @click.option("--data", required=True, type=_PATH)
 @click.option("--certificate", required=True, type=_PATH)
 @click.option("--key", default=None, type=_PATH)
-def unlearn(directory: Path, task_id: str, data: Path, certificate: Path, key: Path | None) -> None:
-    """Replay, check the digest, subtract, and write a signed certificate."""
+@_wait
+def unlearn(
+    directory: Path, task_id: str, data: Path, certificate: Path, key: Path | None, wait: float
+) -> None:
+    """Replay, check the digest, subtract, and write a signed certificate.
+
+    Replays without the writer lock; takes it only to commit."""
     from ledger._internal.unlearn import unlearn_task
 
     with _progress(f"replaying {task_id}") as progress:
-        event = unlearn_task(directory, task_id, data, certificate, key, progress)
+        event = unlearn_task(directory, task_id, data, certificate, key, progress, wait)
     click.echo(f"unlearned {task_id} (event {event['seq']}); certificate: {certificate}")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -248,12 +249,18 @@ def test_overflowing_vector_is_refused(
     assert tree_digest(led) == before
 
 
-def test_a_second_writer_is_refused_naming_the_holder(fresh: Path) -> None:
+def test_readers_never_wait_and_a_second_writer_is_busy_naming_the_holder(
+    fresh: Path, task_data: dict[str, Path]
+) -> None:
     from ledger._internal.journal import writer_lock
 
     with writer_lock(fresh):
-        result = run_cli("ledger", "status", fresh, "--json")
-    _refused(result, 1, "is locked by pid")
+        read = run_cli("ledger", "status", fresh, "--json")
+        written = run_cli(
+            "ledger", "add", fresh, "--task", "z", "--data", task_data["a"], "--wait", "0.5"
+        )
+    assert read.code == 0, read.err
+    _refused(written, 1, f"ledger busy: held by pid {os.getpid()}")
 
 
 def test_keygen_refuses_to_overwrite(key: Path, ledger_cli: Callable[..., Result]) -> None:

@@ -15,9 +15,10 @@ from ledger._internal.determinism import record
 from ledger._internal.digest import set_digest
 from ledger._internal.errors import LedgerError
 from ledger._internal.finetune import TrainSpec, finetune
+from ledger._internal.journal import DEFAULT_WAIT
 from ledger._internal.keys import load_private
 from ledger._internal.layout import STATE, check_task_id, mask_file, vector_file
-from ledger._internal.ledgerdir import open_ledger
+from ledger._internal.ledgerdir import Ledger, open_ledger
 from ledger._internal.store import TaskRow, Write
 from ledger._internal.tensorfile import write_tensors
 from ledger._internal.treehead import utc_now
@@ -42,6 +43,14 @@ def derive_task_seed(sign_seed: int, task_id: str) -> int:
     return int.from_bytes(digest[:8], "little") >> 11
 
 
+def _refuse_existing(ledger: Ledger, task_id: str) -> None:
+    existing = ledger.store.task(task_id)
+    if existing is not None:
+        raise LedgerError(
+            f"task {task_id!r} is {existing.status} in this ledger; ids are never reused"
+        )
+
+
 def add_task(
     root: Path,
     task_id: str,
@@ -51,40 +60,48 @@ def add_task(
     hyper: Hyper,
     key_path: Path | None,
     progress: Progress | None = None,
+    wait: float = DEFAULT_WAIT,
 ) -> dict[str, Any]:
+    """Check, train without the lock, then commit on top of whatever landed meanwhile.
+
+    The vector depends on the task's data, spec and θ0 alone, never on the
+    other tasks, so a commit that happened during training changes nothing
+    but the state it is added to (re-read under the lock).
+    """
     check_task_id(task_id)
     if method not in ("sift", "ft"):
         raise LedgerError(f"unknown method {method!r}: use sift or ft", exit_code=2)
     if hyper.steps < 1 or hyper.batch_size < 1 or hyper.max_length < 2 or not hyper.lr > 0:
         raise LedgerError("steps, batch size and lr must be positive", exit_code=2)
-    with open_ledger(root, write=True) as ledger:
-        existing = ledger.store.task(task_id)
-        if existing is not None:
-            raise LedgerError(
-                f"task {task_id!r} is {existing.status} in this ledger; ids are never reused"
-            )
+    with open_ledger(root, wait=wait) as ledger:
+        _refuse_existing(ledger, task_id)
         key = load_private(key_path or ledger.default_key_path())
         ledger.check_key(key)
         ledger.check_base()
         dataset = load_dataset(data_path, ledger.num_labels)
-        merged = ledger.read_state()  # checked against the log before any training
-        config = ledger.config
-        spec = TrainSpec(
-            method=method,  # type: ignore[arg-type]
-            seed=derive_task_seed(config.sign_seed, task_id) if seed is None else seed,
-            steps=hyper.steps,
-            lr=hyper.lr,
-            batch_size=hyper.batch_size,
-            max_length=hyper.max_length,
-            threads=config.threads,
-            sign_seed=config.sign_seed,
-        )
-        tau = finetune(ledger.base_dir, dataset.texts, dataset.labels, spec, progress)
-        vector = TaskVector.from_tau(tau, config.scale_bits, method, config.sign_seed)
+        ledger.read_state()  # a damaged folder is refused before any training
+        config, base_dir = ledger.config, ledger.base_dir
+    spec = TrainSpec(
+        method=method,  # type: ignore[arg-type]
+        seed=derive_task_seed(config.sign_seed, task_id) if seed is None else seed,
+        steps=hyper.steps,
+        lr=hyper.lr,
+        batch_size=hyper.batch_size,
+        max_length=hyper.max_length,
+        threads=config.threads,
+        sign_seed=config.sign_seed,
+    )
+    tau = finetune(base_dir, dataset.texts, dataset.labels, spec, progress)
+    vector = TaskVector.from_tau(tau, config.scale_bits, method, config.sign_seed)
+    determinism = record(spec)
+    with open_ledger(root, write=True, wait=wait) as ledger:
+        if ledger.config != config:
+            raise LedgerError("the ledger was replaced while the task trained; nothing changed")
+        _refuse_existing(ledger, task_id)
+        ledger.check_base()
         before = ledger.state_digest()
-        merged = state.add(merged, vector.q)
+        merged = state.add(ledger.read_state(), vector.q)
         seq = ledger.store.size()
-        active = sorted([*ledger.store.active_ids(), task_id])
         event: dict[str, Any] = {
             "kind": "add",
             "seq": seq,
@@ -94,12 +111,12 @@ def add_task(
             "data_hash": dataset.data_hash,
             "n_records": len(dataset.records),
             "spec": spec.to_dict(),
-            "determinism": record(spec),
+            "determinism": determinism,
             "vector_digest": vector.vector_digest,
             "mask_digest": vector.mask_digest,
             "state_digest_before": before,
             "state_digest_after": set_digest(merged),
-            "active_after": active,
+            "active_after": sorted([*ledger.store.active_ids(), task_id]),
         }
         plan = journal.Plan(seq + 1)
         plan.put(STATE, lambda p: write_tensors(p, merged))

@@ -20,6 +20,7 @@ import fcntl
 import json
 import os
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -35,18 +36,35 @@ from ledger._internal.tensorfile import fsync_dir, write_bytes_durable
 _JOURNAL_LIMIT = 1 << 20
 
 
+DEFAULT_WAIT = 30.0  # seconds a writer waits for another's commit (commits take about a second)
+
+
+def lock_holder(root: Path) -> str:
+    """What the lock file says about its holder, for a message: never trusted otherwise."""
+    try:
+        text = read_regular(root / "LOCK", root, 4096).decode("utf-8", errors="replace").strip()
+    except LedgerError:
+        text = ""
+    return " ".join(text.split()) or "another process"
+
+
 @contextmanager
-def writer_lock(root: Path) -> Iterator[None]:
+def writer_lock(root: Path, wait: float = DEFAULT_WAIT) -> Iterator[None]:
+    """The one writer's lock, held only to commit; a second writer waits up to ``wait``."""
     try:
         fd = os.open(root / "LOCK", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
     except OSError as exc:
         raise LedgerError(f"cannot open the lock file of {root}: {exc.strerror}") from None
+    deadline = time.monotonic() + wait
     with os.fdopen(fd, "r+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = handle.read().strip() or "another process"
-            raise LedgerError(f"ledger {root} is locked by {holder}") from None
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise LedgerError(f"ledger busy: held by {lock_holder(root)}") from None
+                time.sleep(0.05)
         handle.truncate()
         handle.write(f"pid {os.getpid()} ({' '.join(os.path.basename(a) for a in sys.argv[:2])})")
         handle.flush()

@@ -1,6 +1,6 @@
-"""A ledger folder (docs/FORMAT.md §1): layout, opening under the writer lock, committing.
+"""A ledger folder (docs/FORMAT.md §1): opening it to read or to commit, and checking it.
 
-Every command opens the folder through ``open_ledger``, which takes the lock,
+Every command opens the folder through ``open_ledger``, which scans it,
 finishes or rolls back any write a crash interrupted, and checks the folder
 against its own signed log before anything is read or appended: the DuckDB
 rows and files are only indexes, and signing a new head over a rewritten
@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import math
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -27,10 +28,10 @@ from ledger._internal.digest import set_digest
 from ledger._internal.errors import LedgerError
 from ledger._internal.jcs import canonical, loads_strict
 from ledger._internal.keys import public_from_hex, raw_public, verifies
-from ledger._internal.layout import BASE, DB_NAME, KEY_PATH_FILE, STATE, mask_file, scan
+from ledger._internal.layout import BASE, DB_NAME, JOURNAL, KEY_PATH_FILE, STATE, mask_file, scan
 from ledger._internal.merkle import leaf_hash, root_from_leaf_hashes
 from ledger._internal.safefs import entries, read_regular, sha256_file
-from ledger._internal.store import Config, SignedHead, Store, TaskRow, Write
+from ledger._internal.store import Config, SignedHead, Store, StoreLocked, TaskRow, Write
 from ledger._internal.tensorfile import (
     Layout,
     read_tensors,
@@ -211,11 +212,35 @@ def _replay_task(tasks: dict[str, TaskRow], event: dict[str, Any]) -> None:
         raise LedgerError(f"event {event['seq']} is not a valid {event['kind']} of {task_id!r}")
 
 
+def _connect(root: Path, read_only: bool, wait: float) -> Store:
+    """DuckDB lets one read-write or many read-only connections hold the file: wait our turn."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            return Store(root / DB_NAME, read_only=read_only)
+        except StoreLocked:
+            if time.monotonic() >= deadline:
+                raise LedgerError(f"ledger busy: held by {journal.lock_holder(root)}") from None
+            time.sleep(0.05)
+
+
 @contextmanager
 def open_ledger(
-    root: Path, *, trusted: Ed25519PublicKey | None = None, write: bool = False
+    root: Path,
+    *,
+    trusted: Ed25519PublicKey | None = None,
+    write: bool = False,
+    wait: float = journal.DEFAULT_WAIT,
 ) -> Iterator[Ledger]:
     """The folder scanned, recovered and checked against its signed log.
+
+    A writer holds the lock and the database for as long as the context lasts,
+    so it should open the ledger only to commit. A reader takes no lock: its
+    read-only connection keeps any writer from committing while it reads, and
+    a writer holds the database from before its journal exists until after
+    its files are in place, so a reader sees one write or the next, never half
+    of one. Only a journal a crash left behind sends a reader through the
+    writer's recovery first.
 
     ``trusted``: the public key the caller trusts (a writer's is its signing
     key, compared by ``check_key``). A writer also removes staged files that
@@ -225,24 +250,41 @@ def open_ledger(
     if not os.path.lexists(root / DB_NAME):
         raise LedgerError(f"{root} is not a ledger (no {DB_NAME}); create one with ledger init")
     scan(root)
-    with journal.writer_lock(root):
-        store = Store(root / DB_NAME, read_only=not write)
-        try:
-            store.check_catalog()
-            journal.settle(root, store.size())
-            leftovers = scan(root)
-            if write:
-                journal.remove_leftovers(root, leftovers)
-                leftovers = []
-            leaves, events = store.log()
-            if not events:
-                raise LedgerError("ledger has no init event")
-            init = events[0]
-            config = config_from_init(init, leaves[0].hex())
-            if store.config() != config:
-                raise LedgerError("the config table differs from the signed init event")
-            _check_log(store, config, leaves, trusted)
-            _check_tasks(store, events)
-            yield Ledger(root, store, config, init, leaves, trusted is not None, leftovers)
-        finally:
+    if write:
+        with journal.writer_lock(root, wait):
+            store = _connect(root, read_only=False, wait=wait)
+            try:
+                store.check_catalog()
+                journal.settle(root, store.size())
+                journal.remove_leftovers(root, scan(root))
+                yield _checked(root, store, trusted, [])
+            finally:
+                store.close()
+        return
+    store = _connect(root, read_only=True, wait=wait)
+    try:
+        store.check_catalog()
+        if os.path.lexists(root / JOURNAL):
             store.close()
+            with open_ledger(root, trusted=trusted, write=True, wait=wait):
+                pass  # recovery: the crashed write finished or rolled back
+            store = _connect(root, read_only=True, wait=wait)
+            store.check_catalog()
+        yield _checked(root, store, trusted, scan(root))
+    finally:
+        store.close()
+
+
+def _checked(
+    root: Path, store: Store, trusted: Ed25519PublicKey | None, leftovers: list[str]
+) -> Ledger:
+    leaves, events = store.log()
+    if not events:
+        raise LedgerError("ledger has no init event")
+    init = events[0]
+    config = config_from_init(init, leaves[0].hex())
+    if store.config() != config:
+        raise LedgerError("the config table differs from the signed init event")
+    _check_log(store, config, leaves, trusted)
+    _check_tasks(store, events)
+    return Ledger(root, store, config, init, leaves, trusted is not None, leftovers)

@@ -166,10 +166,18 @@ def _parse_event(seq: int, payload: str) -> dict[str, Any]:
     return event
 
 
+class StoreLocked(LedgerError):
+    """Another process holds the database in a mode that excludes ours: try again soon."""
+
+
 class Store:
     def __init__(self, path: Path, read_only: bool = False) -> None:
         try:
             self._con = duckdb.connect(str(path), read_only=read_only, config=_HOSTILE)
+        except duckdb.IOException as exc:
+            if "lock" in str(exc).lower():
+                raise StoreLocked(f"{path} is in use") from exc
+            raise LedgerError(f"cannot open ledger database {path}: {exc}") from exc
         except duckdb.Error as exc:
             first = (str(exc).splitlines() or [type(exc).__name__])[0]
             raise LedgerError(f"cannot open ledger database {path}: {first}") from exc

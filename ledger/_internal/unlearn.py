@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +20,10 @@ from ledger._internal.determinism import apply_knobs, check_replay, record
 from ledger._internal.digest import set_digest
 from ledger._internal.errors import LedgerError
 from ledger._internal.finetune import TrainSpec, finetune
+from ledger._internal.journal import DEFAULT_WAIT
 from ledger._internal.keys import load_private
 from ledger._internal.layout import STATE, certificate_file, check_task_id, mask_file, vector_file
-from ledger._internal.ledgerdir import open_ledger
+from ledger._internal.ledgerdir import Ledger, open_ledger
 from ledger._internal.safefs import create_exclusive
 from ledger._internal.store import TaskRow, Write
 from ledger._internal.tensorfile import write_bytes_durable, write_tensors
@@ -59,6 +61,15 @@ def _deliver(envelope: bytes, out: Path, kept: str) -> None:
         ) from exc
 
 
+def _active_task(ledger: Ledger, task_id: str) -> TaskRow:
+    task = ledger.store.task(task_id)
+    if task is None:
+        raise LedgerError(f"no task {task_id!r} in this ledger")
+    if task.status != "active":
+        raise LedgerError(f"task {task_id!r} was already unlearned")
+    return task
+
+
 def unlearn_task(
     root: Path,
     task_id: str,
@@ -66,15 +77,13 @@ def unlearn_task(
     certificate_out: Path,
     key_path: Path | None,
     progress: Callable[[int, int], None] | None = None,
+    wait: float = DEFAULT_WAIT,
 ) -> dict[str, Any]:
+    """Check, replay without the lock, then subtract from the state as it is at commit."""
     check_task_id(task_id)
     out = _check_out(certificate_out, root)
-    with open_ledger(root, write=True) as ledger:
-        task = ledger.store.task(task_id)
-        if task is None:
-            raise LedgerError(f"no task {task_id!r} in this ledger")
-        if task.status != "active":
-            raise LedgerError(f"task {task_id!r} was already unlearned")
+    with open_ledger(root, wait=wait) as ledger:
+        task = _active_task(ledger, task_id)
         key = load_private(key_path or ledger.default_key_path())
         ledger.check_key(key)
         ledger.check_base()
@@ -84,20 +93,25 @@ def unlearn_task(
                 f"data hash {dataset.data_hash} differs from the recorded {task.data_hash}: "
                 "not the data task was trained on"
             )
-        merged = ledger.read_state()
+        ledger.read_state()  # a damaged folder is refused before the replay
         add_event = ledger.store.event(task.add_seq)
-        spec = TrainSpec.from_dict(add_event["spec"])
-        apply_knobs(spec.threads, spec.seed)
-        check_replay(add_event["determinism"])
-        tau = finetune(ledger.base_dir, dataset.texts, dataset.labels, spec, progress)
-        config = ledger.config
-        vector = TaskVector.from_tau(tau, config.scale_bits, task.method, config.sign_seed)
-        if vector.vector_digest != task.vector_digest:
-            raise LedgerError(
-                f"replayed digest {vector.vector_digest} != recorded {task.vector_digest}; "
-                "refusing to subtract, nothing changed"
-            )
-        merged = state.subtract(merged, vector.q)
+        config, base_dir = ledger.config, ledger.base_dir
+    spec = TrainSpec.from_dict(add_event["spec"])
+    apply_knobs(spec.threads, spec.seed)
+    check_replay(add_event["determinism"])
+    tau = finetune(base_dir, dataset.texts, dataset.labels, spec, progress)
+    vector = TaskVector.from_tau(tau, config.scale_bits, task.method, config.sign_seed)
+    if vector.vector_digest != task.vector_digest:
+        raise LedgerError(
+            f"replayed digest {vector.vector_digest} != recorded {task.vector_digest}; "
+            "refusing to subtract, nothing changed"
+        )
+    determinism = record(spec)
+    with open_ledger(root, write=True, wait=wait) as ledger:
+        if ledger.config != config or _active_task(ledger, task_id) != task:
+            raise LedgerError("the ledger changed this task during the replay; nothing changed")
+        ledger.check_base()
+        merged = state.subtract(ledger.read_state(), vector.q)
         seq = ledger.store.size()
         remaining = sorted(
             (t for t in ledger.store.tasks() if t.status == "active" and t.task_id != task_id),
@@ -116,23 +130,14 @@ def unlearn_task(
         }
         head_after = ledger.sign_next_head(key, event)
         statement = build_statement(
-            config, add_event, event, ledger.store.head(seq), head_after, remaining, record(spec)
+            config, add_event, event, ledger.store.head(seq), head_after, remaining, determinism
         )
         envelope = sign_certificate(statement, key)
         plan = journal.Plan(seq + 1)
         plan.put(STATE, lambda p: write_tensors(p, merged))
         plan.put(certificate_file(seq), lambda p: write_bytes_durable(p, envelope))
         plan.deletes += [vector_file(task_id), mask_file(task_id)]
-        row = TaskRow(
-            task_id,
-            task.method,
-            "unlearned",
-            task.add_seq,
-            seq,
-            task.data_hash,
-            task.vector_digest,
-            task.mask_digest,
-        )
+        row = replace(task, status="unlearned", unlearn_seq=seq)
         ledger.commit(Write(event, head_after, row, envelope), plan)
     _deliver(envelope, out, str(ledger.root / certificate_file(seq)))
     return event
