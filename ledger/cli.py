@@ -176,6 +176,11 @@ def init(
 @click.option("--max-length", default=32, show_default=True, type=click.IntRange(2))
 @click.option("--key", default=None, type=_PATH)
 @_wait
+@click.option(
+    "--readd-deleted",
+    is_flag=True,
+    help="Add data or a vector an unlearn deleted; the event records which deletion it reverses.",
+)
 def add(
     directory: Path,
     task_id: str,
@@ -188,6 +193,7 @@ def add(
     max_length: int,
     key: Path | None,
     wait: float,
+    readd_deleted: bool,
 ) -> None:
     """Deterministic fine-tune, quantise, digest, sign, record, merge.
 
@@ -205,6 +211,7 @@ def add(
             key,
             progress,
             wait,
+            readd_deleted,
         )
     click.echo(f"added {task_id}: {event['vector_digest']} (event {event['seq']})")
 
@@ -332,6 +339,27 @@ def proof(
             result = proofs.record_inclusion(ledger, task_id, data, record)
     click.echo(json.dumps(result, indent=2, sort_keys=True))
     _note_unchecked(ledger.key_trusted)
+
+
+@cli.command()
+@click.argument("directory", type=_PATH)
+@click.option("--key", "signing_key", type=_PATH, help="The signing key (default: init's).")
+def checkpoint(directory: Path, signing_key: Path | None) -> None:
+    """The latest signed head as a C2SP tlog-checkpoint signed note on stdout.
+
+    Keep it: `verifier audit --trusted-head FILE` later proves that the folder it
+    is shown grew from this head, and catches a rollback or a fork."""
+    from ledger._internal.checkpoint import checkpoint_note
+    from ledger._internal.keys import load_private
+    from ledger._internal.ledgerdir import open_ledger
+    from ledger._internal.treehead import head_fields
+
+    with open_ledger(directory) as ledger:
+        key = load_private(signing_key or ledger.default_key_path())
+        ledger.check_key(key)  # so the head just checked is signed by this key
+        head = head_fields(ledger.store.head(ledger.store.size()))
+        note = checkpoint_note(ledger.config.log_id, head["size"], head["root"], key)
+    click.echo(note, nl=False)
 
 
 @cli.command()

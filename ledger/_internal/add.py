@@ -51,6 +51,31 @@ def _refuse_existing(ledger: Ledger, task_id: str) -> None:
         )
 
 
+def _tombstones(
+    ledger: Ledger, data_hash: str, vector_digest: str | None, readd_deleted: bool
+) -> list[dict[str, Any]]:
+    """The unlearned tasks this add would bring back; refused unless ``readd_deleted``.
+
+    The same data is the same data hash (the same records, in the same order);
+    the same vector is the same digest. Either would restore, bit for bit,
+    what a certificate says was deleted.
+    """
+    found = [
+        t
+        for t in ledger.store.tasks()
+        if t.status == "unlearned"
+        and (t.data_hash == data_hash or t.vector_digest == vector_digest)
+    ]
+    if found and not readd_deleted:
+        t = found[0]
+        what = "data" if t.data_hash == data_hash else "vector"
+        raise LedgerError(
+            f"this {what} was deleted: task {t.task_id!r}, unlearned at event {t.unlearn_seq} "
+            f"(certificates/{t.unlearn_seq}.dsse.json); pass --readd-deleted to add it again"
+        )
+    return [{"task_id": t.task_id, "unlearn_seq": t.unlearn_seq} for t in found]
+
+
 def add_task(
     root: Path,
     task_id: str,
@@ -61,6 +86,7 @@ def add_task(
     key_path: Path | None,
     progress: Progress | None = None,
     wait: float = DEFAULT_WAIT,
+    readd_deleted: bool = False,
 ) -> dict[str, Any]:
     """Check, train without the lock, then commit on top of whatever landed meanwhile.
 
@@ -79,6 +105,7 @@ def add_task(
         ledger.check_key(key)
         ledger.check_base()
         dataset = load_dataset(data_path, ledger.num_labels)
+        _tombstones(ledger, dataset.data_hash, None, readd_deleted)
         ledger.read_state()  # a damaged folder is refused before any training
         config, base_dir = ledger.config, ledger.base_dir
     spec = TrainSpec(
@@ -98,6 +125,7 @@ def add_task(
         if ledger.config != config:
             raise LedgerError("the ledger was replaced while the task trained; nothing changed")
         _refuse_existing(ledger, task_id)
+        readds = _tombstones(ledger, dataset.data_hash, vector.vector_digest, readd_deleted)
         ledger.check_base()
         before = ledger.state_digest()
         merged = state.add(ledger.read_state(), vector.q)
@@ -118,6 +146,8 @@ def add_task(
             "state_digest_after": set_digest(merged),
             "active_after": sorted([*ledger.store.active_ids(), task_id]),
         }
+        if readds:
+            event["readds"] = readds  # the deletions this add knowingly reverses
         plan = journal.Plan(seq + 1)
         plan.put(STATE, lambda p: write_tensors(p, merged))
         if config.retain_vectors:

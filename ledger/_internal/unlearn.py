@@ -122,6 +122,7 @@ def unlearn_task(
             "seq": seq,
             "time": utc_now(),
             "task_id": task_id,
+            "data_hash": task.data_hash,  # the tombstone: what may not come back unannounced
             "vector_digest": task.vector_digest,
             "replayed_digest": vector.vector_digest,
             "state_digest_before": ledger.state_digest(),
