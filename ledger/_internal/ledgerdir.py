@@ -239,8 +239,10 @@ def open_ledger(
     read-only connection keeps any writer from committing while it reads, and
     a writer holds the database from before its journal exists until after
     its files are in place, so a reader sees one write or the next, never half
-    of one. Only a journal a crash left behind sends a reader through the
-    writer's recovery first.
+    of one. Only a journal (or the journal's own temporary file) a crash left
+    behind sends a reader through the writer's recovery first; other staged
+    files without a journal cannot come from a crash, and a reader only
+    reports them.
 
     ``trusted``: the public key the caller trusts (a writer's is its signing
     key, compared by ``check_key``). A writer also removes staged files that
@@ -264,7 +266,7 @@ def open_ledger(
     store = _connect(root, read_only=True, wait=wait)
     try:
         store.check_catalog()
-        if os.path.lexists(root / JOURNAL):
+        if any(os.path.lexists(root / name) for name in (JOURNAL, JOURNAL + ".tmp")):
             store.close()
             with open_ledger(root, trusted=trusted, write=True, wait=wait):
                 pass  # recovery: the crashed write finished or rolled back

@@ -1,0 +1,100 @@
+"""SIGKILL a real `ledger add` / `ledger unlearn` at each point of its write.
+
+After each kill the next command and `verifier audit` pass, and the ledger is
+exactly the old one or the new one (its log size, active set and state
+digest), never a mixture. The points are named in tests/crash_at.py.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_cli
+from verifier.checks import run_audit
+
+CRASH_AT = Path(__file__).with_name("crash_at.py")
+ADD_POINTS = [
+    "journal-half-written",
+    "journal-in-place",
+    "state-staged-half-written",
+    "second-file-staged-half-written",
+    "before-database-commit",
+    "after-database-commit",
+    "after-first-move",
+    "journal-removed-before-fsync",
+]
+UNLEARN_POINTS = [
+    "state-staged",
+    "second-file-staged-half-written",
+    "after-database-commit",
+    "after-first-move",
+    "after-vector-deleted",
+    "after-moves-and-deletes",
+]
+
+
+def _view(led: Path) -> tuple[int, list[str], str]:
+    result = run_cli("ledger", "status", led, "--json")
+    assert result.code == 0, result.err
+    status = json.loads(result.out)
+    return status["tree_size"], status["active"], status["state_digest"]
+
+
+def _command(kind: str, led: Path, data: dict[str, Path], out: Path) -> list[str]:
+    if kind == "add":
+        return ["add", str(led), "--task", "b", "--data", str(data["b"]), "--steps", "2"]
+    return ["unlearn", str(led), "--task", "a", "--data", str(data["a"]), "--certificate", str(out)]
+
+
+@pytest.fixture(scope="module")
+def before_after(
+    tmp_path_factory: pytest.TempPathFactory,
+    tiny_base: Path,
+    key: Path,
+    task_data: dict[str, Path],
+) -> dict[str, object]:
+    """The ledger with a added, and what add b / unlearn a make of it when nothing fails."""
+    from ledger.cli import main
+
+    root = tmp_path_factory.mktemp("sweep")
+    led = root / "led"
+    main(["init", str(led), "--base", str(tiny_base), "--key", str(key)])
+    main(["add", str(led), "--task", "a", "--data", str(task_data["a"]), "--steps", "2"])
+    views: dict[str, object] = {"led": led, "old": _view(led)}
+    for kind in ("add", "unlearn"):
+        copy = Path(shutil.copytree(led, root / kind))
+        main(_command(kind, copy, task_data, root / f"{kind}.json"))
+        views[kind] = _view(copy)
+    return views
+
+
+@pytest.mark.parametrize(
+    ("kind", "point"),
+    [("add", p) for p in ADD_POINTS] + [("unlearn", p) for p in UNLEARN_POINTS],
+)
+def test_a_kill_leaves_the_old_ledger_or_the_new(
+    before_after: dict[str, object],
+    tmp_path: Path,
+    key: Path,
+    task_data: dict[str, Path],
+    kind: str,
+    point: str,
+) -> None:
+    led = Path(shutil.copytree(before_after["led"], tmp_path / "led"))  # type: ignore[arg-type]
+    args = _command(kind, led, task_data, tmp_path / "cert.json")
+    killed = subprocess.run(
+        [sys.executable, str(CRASH_AT), point, *args], capture_output=True, text=True, check=False
+    )
+    assert killed.returncode == -signal.SIGKILL, (killed.returncode, killed.stderr)
+    view = _view(led)  # the next command: recovers, then reports
+    assert view in (before_after["old"], before_after[kind]), view
+    public = key.with_name(key.name + ".pub").read_bytes()
+    assert [r.line() for r in run_audit(led, public) if r.status == "FAIL"] == []
+    print(f"{kind} killed at {point}: {'new' if view == before_after[kind] else 'old'}")
