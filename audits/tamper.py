@@ -45,6 +45,7 @@ from typing import Any
 
 import click
 import duckdb
+import numpy as np
 import rfc8785
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -68,6 +69,9 @@ CLASSES = (
     "view-for-table",
     "symlink-for-file",
     "truncated-file",
+    "rollback",
+    "fork",
+    "resurrection",
 )
 LED = "led"  # the ledger folder inside a case's workspace
 HELD = "held.dsse.json"  # the certificate as its owner received it, outside the folder
@@ -184,7 +188,18 @@ class Swap:
         os.replace(tmp, ws / self.b)
 
 
-Op = Sql | Patch | Write | Header | Truncate | Link | Swap
+@dataclass(frozen=True)
+class Replace:
+    """The whole folder replaced by another history of it (an older copy, a fork, …)."""
+
+    source: str
+
+    def apply(self, ws: Path) -> None:
+        shutil.rmtree(ws / LED)
+        shutil.copytree(self.source, ws / LED, symlinks=True)
+
+
+Op = Sql | Patch | Write | Header | Truncate | Link | Swap | Replace
 
 
 @dataclass(frozen=True)
@@ -241,6 +256,7 @@ class Sources:
     held: Path
     public: bytes
     scratch: Path
+    checkpoint: bytes  # the latest head as an auditor kept it (`ledger checkpoint`)
 
 
 def judge(src: Sources, case: Case) -> Verdict:
@@ -250,13 +266,14 @@ def judge(src: Sources, case: Case) -> Verdict:
         shutil.copy2(src.held, ws / HELD)
         for op in case.ops:
             op.apply(ws)
-        return _verdict(case.name, ws, src.public)
+        return _verdict(case.name, ws, src.public, src.checkpoint)
 
 
-def _verdict(name: str, ws: Path, public: bytes) -> Verdict:
+def _verdict(name: str, ws: Path, public: bytes, checkpoint: bytes) -> Verdict:
     led = ws / LED
     try:
-        failed = [r.line() for r in run_audit(led, public) if r.status == "FAIL"]
+        kept = [("kept checkpoint", checkpoint)]
+        failed = [r.line() for r in run_audit(led, public, kept) if r.status == "FAIL"]
         if failed:
             return Verdict(name, True, "audit", failed[0])
         certificate = (ws / HELD).read_bytes()
@@ -327,13 +344,65 @@ def build(root: Path) -> World:
     add("a", "ft")
     add("b", "sift")
     add("c", "sift")
+    _histories_before_unlearn(root, led)
     _ledger_cli("unlearn", led, "--task", "c", "--data", root / "c.jsonl", "--certificate", held)
+    shutil.copytree(led, root / "histories" / "before-last-add")
     add("d", "sift")
+    _histories_after(root, led)
     stored = [int(p.name.split(".")[0]) for p in (led / "certificates").iterdir()]
     scratch = root / "cases"
     scratch.mkdir()
-    sources = Sources(led, held, (root / "ledger.key.pub").read_bytes(), scratch)
+    checkpoint = root / "kept.checkpoint"
+    from ledger.cli import main
+
+    with checkpoint.open("w") as out, contextlib.redirect_stdout(out):
+        main(["checkpoint", str(led)])
+    public = (root / "ledger.key.pub").read_bytes()
+    sources = Sources(led, held, public, scratch, checkpoint.read_bytes())
     return World(sources, _private(root / "ledger.key"), _private(root / "other.key"), stored[0])
+
+
+def _histories_before_unlearn(root: Path, led: Path) -> None:
+    """An older copy (before c was unlearned), and a fork from it: x instead of the unlearn."""
+    histories = root / "histories"
+    shutil.copytree(led, histories / "before-unlearn")
+    shutil.copytree(led, histories / "fork-at-5")
+    fork = histories / "fork-at-5"
+    for task in ("x", "d"):
+        data = root / f"{task}.jsonl"
+        data.write_text(_records(task, 24))
+        _ledger_cli("add", fork, "--task", task, "--data", data, "--steps", "3")
+
+
+def _histories_after(root: Path, led: Path) -> None:
+    """The deleted task brought back: into the state file alone, and announced as a new id."""
+    from ledger._internal.tensorfile import read_tensors, write_tensors
+
+    histories = root / "histories"
+    merged = Path(shutil.copytree(led, histories / "vector-merged-back"))
+    deleted = read_tensors(histories / "before-unlearn" / "vectors" / "c.safetensors")
+    state = read_tensors(merged / "state.safetensors")
+    (merged / "state.safetensors").unlink()
+    write_tensors(
+        merged / "state.safetensors",
+        {n: q.astype(np.int64) + deleted[n].astype(np.int64) for n, q in state.items()},
+    )
+    readded = Path(shutil.copytree(led, histories / "data-re-added"))
+    data = root / "c.jsonl"
+    _ledger_cli("add", readded, "--task", "c2", "--data", data, "--steps", "3", "--readd-deleted")
+
+
+def history_cases(plan: Plan, root: Path) -> None:
+    """Rollback, fork and resurrection: whole other histories of the folder."""
+    histories = root / "histories"
+    for klass, name in (
+        ("rollback", "before-unlearn"),
+        ("rollback", "before-last-add"),
+        ("fork", "fork-at-5"),
+        ("resurrection", "vector-merged-back"),
+        ("resurrection", "data-re-added"),
+    ):
+        plan.cases.append(Case(klass, f"{klass}:{name}", (Replace(str(histories / name)),)))
 
 
 # --- the ledger's structure, read once -----------------------------------------------------------
@@ -910,6 +979,7 @@ def plan_cases(world: World, quick: bool) -> Plan:
     view_cases(plan, tables)
     link_cases(plan, led, quick)
     truncate_cases(plan, led, quick)
+    history_cases(plan, led.parent)
     names = [c.name for c in plan.cases]
     if len(set(names)) != len(names):
         raise RuntimeError("two cases share a name")

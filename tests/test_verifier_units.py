@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pytest
-from click.testing import CliRunner
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from safetensors.numpy import save_file
@@ -195,10 +194,11 @@ def test_set_digest_by_hand(tmp_path: Path) -> None:
     ).hexdigest()
     assert set_digest(from_arrays(arrays)) == "sha256:" + want
     save_file(arrays, str(tmp_path / "t.safetensors"), metadata={"ignored": "yes"})
-    loose = read_safetensors(tmp_path / "t.safetensors", strict=False)
+    loose = read_safetensors(tmp_path / "t.safetensors")
     assert set_digest(loose) == "sha256:" + want
     save_file(arrays, str(tmp_path / "t.safetensors"))  # no metadata: the ledger's own files
-    assert set_digest(read_safetensors(tmp_path / "t.safetensors")) == "sha256:" + want
+    layout = {"Z": ("I64", (0, 4)), "a.w": ("I64", (1, 3)), "b.w": ("U8", (2,))}
+    assert set_digest(read_safetensors(tmp_path / "t.safetensors", layout)) == "sha256:" + want
 
 
 def test_set_digest_chunks_large_tensor() -> None:
@@ -228,12 +228,17 @@ def test_read_safetensors_rejects_tampered_headers(tmp_path: Path) -> None:
     ):
         path.write_bytes(bad)
         with pytest.raises(FormatError):
-            read_safetensors(path)
+            read_safetensors(path, {"w": ("I64", (6,))})
 
 
-def _safetensors(header: dict[str, Any], data: bytes, pad: int = 0) -> bytes:
-    raw = json.dumps(header, separators=(",", ":")).encode() + b" " * pad
+def _file(text: bytes, data: bytes, extra_pad: int = 0) -> bytes:
+    """A safetensors file of this header text, padded so 8 + N is a multiple of 8 (+ extra)."""
+    raw = text + b" " * (-len(text) % 8 + extra_pad)
     return struct.pack("<Q", len(raw)) + raw + data
+
+
+def _safetensors(header: dict[str, Any], data: bytes, extra_pad: int = 0) -> bytes:
+    return _file(json.dumps(header, separators=(",", ":")).encode(), data, extra_pad)
 
 
 def test_strict_read_accounts_for_every_byte(tmp_path: Path) -> None:
@@ -241,28 +246,53 @@ def test_strict_read_accounts_for_every_byte(tmp_path: Path) -> None:
     path = tmp_path / "s.safetensors"
     entry = {"dtype": "I64", "shape": [2], "data_offsets": [0, 16]}
     data = struct.pack("<2q", 5, -5)
-    path.write_bytes(_safetensors({"w": entry}, data, pad=3))
-    assert set(read_safetensors(path)) == {"w"}
-    path.write_bytes(_safetensors({"__metadata__": {}, "w": entry}, data))
-    assert set(read_safetensors(path)) == {"w"}  # an empty metadata entry is allowed
-    blob = _safetensors({"w": entry}, data)
-    two = {"a": {**entry, "data_offsets": [16, 32]}, "b": entry}
-    bad = {
-        "trailing bytes": _safetensors({"w": entry}, data + b"hidden"),
-        "metadata": _safetensors({"__metadata__": {"x": "hidden"}, "w": entry}, data),
-        "extra entry key": _safetensors({"w": {**entry, "x": "hidden"}}, data),
-        "gap": _safetensors({"w": {**entry, "data_offsets": [8, 24]}}, b"hidden.." + data),
-        "overlap": _safetensors({**two, "b": {**entry, "data_offsets": [8, 24]}}, data * 2),
-        "header whitespace": blob.replace(b'{"w":', b'{ "w":').replace(
-            blob[:8], struct.pack("<Q", len(blob) - 8 - len(data) + 1)
-        ),
-        "long padding": _safetensors({"w": entry}, data, pad=8),
+    one, two = {"w": ("I64", (2,))}, {"a": ("I64", (2,)), "b": ("I64", (2,))}
+    pair = {"a": entry, "b": {**entry, "data_offsets": [16, 32]}}
+    good = {
+        "plain": (_safetensors({"w": entry}, data), one),
+        "empty metadata": (_safetensors({"__metadata__": {}, "w": entry}, data), one),
+        "two tensors": (_safetensors(pair, data * 2), two),
     }
-    for what, content in bad.items():
+    for what, (content, layout) in good.items():
         path.write_bytes(content)
-        assert read_safetensors(path, strict=False), what  # valid safetensors all the same
+        assert set(read_safetensors(path, layout)) == set(layout), what
+    compact = json.dumps({"w": entry}, separators=(",", ":")).encode()
+    short_pad = struct.pack("<Q", len(compact)) + compact + data
+    assert len(compact) % 8, "the case needs a header that is not a multiple of 8 unpadded"
+    bad = {
+        "metadata": (_safetensors({"__metadata__": {"x": ""}, "w": entry}, data), one),
+        "extra entry key": (_safetensors({"w": {**entry, "x": "hidden"}}, data), one),
+        "gap": (_safetensors({"w": {**entry, "data_offsets": [8, 24]}}, b"hidden.." + data), one),
+        "overlap": (
+            _safetensors({**pair, "b": {**entry, "data_offsets": [8, 24]}}, data + data[:8]),
+            two,
+        ),
+        "names out of order": (_safetensors({"b": pair["a"], "a": pair["b"]}, data * 2), two),
+        "data out of name order": (_safetensors({"a": pair["b"], "b": pair["a"]}, data * 2), two),
+        "header whitespace": (_file(compact.replace(b'{"w":', b'{ "w":'), data), one),
+        "long padding": (_safetensors({"w": entry}, data, extra_pad=8), one),
+        "padding short of a multiple of 8": (short_pad, one),
+        "dtype of the same size": (_safetensors({"w": {**entry, "dtype": "F64"}}, data), one),
+    }
+    for what, (content, layout) in bad.items():
+        path.write_bytes(content)
+        assert read_safetensors(path), what  # valid safetensors all the same
         with pytest.raises(FormatError):
-            read_safetensors(path)
+            read_safetensors(path, layout)
+    refused_by_both = {
+        "trailing bytes": _safetensors({"w": entry}, data + b"hidden"),
+        "duplicate key": _file(compact[:-1] + b',"w":' + compact[5:], data),
+        "huge tensor, small file": _safetensors(
+            {"w": {"dtype": "F32", "shape": [2**30], "data_offsets": [0, 2**32]}}, data
+        ),
+        "header past the file": struct.pack("<Q", 2**40) + compact,
+    }
+    for what, content in refused_by_both.items():
+        path.write_bytes(content)
+        for layout in (None, one):
+            with pytest.raises(FormatError):
+                read_safetensors(path, layout)
+            assert what
 
 
 def test_sign_vector_by_hand() -> None:
@@ -297,7 +327,20 @@ def test_checked_add_detects_overflow() -> None:
     assert checked_add(top, bottom, "w").tolist() == [-1, 0]
 
 
-def test_cli_unreadable_inputs_are_error_lines(tmp_path: Path) -> None:
+def _verifier(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str, str]:
+    """`verifier` in this process: its exit code, stdout and stderr."""
+    capsys.readouterr()
+    try:
+        code = main([str(a) for a in args]) or 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_unreadable_inputs_are_error_lines(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     key = Ed25519PrivateKey.generate().public_key()
     pub = tmp_path / "k.pub"
     pub.write_bytes(
@@ -305,30 +348,57 @@ def test_cli_unreadable_inputs_are_error_lines(tmp_path: Path) -> None:
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
     )
-    runner = CliRunner()
-    r = runner.invoke(main, ["audit", "--ledger", str(tmp_path / "nope"), "--public-key", str(pub)])
-    assert r.exit_code == 1 and r.stderr.startswith("error: ") and "Traceback" not in r.output
+    code, out, err = _verifier(capsys, "audit", "--ledger", tmp_path / "nope", "--public-key", pub)
+    assert code == 1 and err.startswith("error: ") and "Traceback" not in out + err
     (tmp_path / "led").mkdir()
-    r = runner.invoke(main, ["audit", "--ledger", str(tmp_path / "led"), "--public-key", str(pub)])
-    assert r.exit_code == 1 and "no ledger.duckdb" in r.stderr
+    code, _, err = _verifier(capsys, "audit", "--ledger", tmp_path / "led", "--public-key", pub)
+    assert code == 1 and "no ledger.duckdb" in err
     (tmp_path / "bad.pub").write_text("not a key")
-    r = runner.invoke(
-        main,
-        ["audit", "--ledger", str(tmp_path / "led"), "--public-key", str(tmp_path / "bad.pub")],
+    code, _, err = _verifier(
+        capsys, "audit", "--ledger", tmp_path / "led", "--public-key", tmp_path / "bad.pub"
     )
-    assert r.exit_code == 1 and r.stderr.startswith("error: ")
-    (tmp_path / "c.json").write_text('{"payload": ')
-    r = runner.invoke(
-        main,
-        [
+    assert code == 1 and err.startswith("error: ")
+    cert = tmp_path / "c.json"
+    for content, message in ((b'{"payload": ', "not JSON"), (b" " * (2**20 + 1), "larger than")):
+        cert.write_bytes(content)
+        code, _, err = _verifier(
+            capsys,
             "check",
             "--ledger",
-            str(tmp_path / "led"),
+            tmp_path / "led",
             "--certificate",
-            str(tmp_path / "c.json"),
+            cert,
             "--public-key",
-            str(pub),
-        ],
-    )
-    assert r.exit_code == 1 and "not JSON" in r.stderr
-    assert runner.invoke(main, ["audit", "--ledger", "x"]).exit_code == 2
+            pub,
+        )
+        assert code == 1 and message in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        [],
+        ["--bogus"],
+        ["bogus"],
+        ["audit"],
+        ["audit", "--ledger", "x"],
+        ["audit", "--ledger"],
+        ["audit", "--ledger", "x", "--public-key", "y", "--extra"],
+        ["check", "--ledger", "x", "--public-key", "y"],
+    ],
+    ids=" ".join,
+)
+def test_cli_usage_errors_are_one_error_line(
+    capsys: pytest.CaptureFixture[str], args: list[str]
+) -> None:
+    code, out, err = _verifier(capsys, *args)
+    assert (code, out) == (2, "")
+    assert err.startswith("error: ") and len(err.splitlines()) == 1, err
+
+
+@pytest.mark.parametrize("args", [["-h"], ["--help"], ["audit", "-h"], ["check", "--help"]])
+def test_cli_help_is_printed_with_exit_0(
+    capsys: pytest.CaptureFixture[str], args: list[str]
+) -> None:
+    code, out, err = _verifier(capsys, *args)
+    assert (code, err) == (0, "") and out.startswith("Usage: verifier")

@@ -11,6 +11,7 @@ from typing import Any
 from verifier.context import (
     DIGEST_RE,
     HEX_RE,
+    JCS_INT,
     NOT_RETAINED,
     TASK_RE,
     CheckResult,
@@ -19,17 +20,38 @@ from verifier.context import (
     HeadBody,
     Skip,
     get,
+    get_int,
     get_re,
     get_time,
+    names,
     parse_head,
     run_one,
     same_json,
 )
-from verifier.dsse import IN_TOTO_PAYLOAD_TYPE, Envelope, parse_envelope, parse_jcs, parse_json
+from verifier.dsse import (
+    IN_TOTO_PAYLOAD_TYPE,
+    Envelope,
+    fields,
+    key_id,
+    parse_envelope,
+    parse_jcs,
+    parse_json,
+)
 from verifier.merkle import verify_consistency, verify_inclusion
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://unlearning-ledger.dev/certificate/unlearn/v1"
+STATEMENT_FIELDS = names("_type subject predicateType predicate")
+DIGEST_FIELDS = names(
+    "vector_digest replayed_digest state_digest_before state_digest_after base_digest"
+)
+PREDICATE_FIELDS = (
+    names(
+        "log_id task_id method data_hash n_records event tree_head_before tree_head_after "
+        "remaining determinism sign_seed scale_bits"
+    )
+    + DIGEST_FIELDS
+)
 
 
 class _Cert:
@@ -58,48 +80,53 @@ class _Cert:
     def signature(self) -> None:
         if self.env is None:
             raise Skip("the envelope is unusable")
+        if self.env.keyid != key_id(self.ctx.key):
+            raise Fail(f"keyid {self.env.keyid!r} is not the given key's id")
         if not self.env.signed_by(self.ctx.key):
-            raise Fail("no envelope signature verifies with the given key")
+            raise Fail("the envelope signature does not verify with the given key")
 
     def statement(self) -> None:
+        """Exactly the fields of FORMAT.md §7, each of its type: an unknown field is signed
+        data no check reads, so a certificate could carry anything in it."""
         if self.env is None:
             raise Skip("the envelope is unusable")
-        st = parse_jcs(self.env.payload, "statement")
-        if get(st, "_type", str, "statement") != STATEMENT_TYPE:
+        st = fields(parse_jcs(self.env.payload, "statement"), STATEMENT_FIELDS, "statement")
+        if st["_type"] != STATEMENT_TYPE:
             raise Fail(f"_type is {st['_type']!r}")
-        if get(st, "predicateType", str, "statement") != PREDICATE_TYPE:
+        if st["predicateType"] != PREDICATE_TYPE:
             raise Fail(f"predicateType is {st['predicateType']!r}")
         subject = get(st, "subject", list, "statement")
-        if len(subject) != 1 or get(subject[0], "name", str, "subject") != "state.safetensors":
-            raise Fail("subject must be exactly one entry named state.safetensors")
-        digest = get(subject[0], "digest", dict, "subject")
-        if set(digest) != {"sha256"}:
-            raise Fail("subject digest must hold sha256 alone")
+        if len(subject) != 1:
+            raise Fail("subject must be exactly one entry")
+        if fields(subject[0], ("name", "digest"), "subject")["name"] != "state.safetensors":
+            raise Fail("the subject is not named state.safetensors")
+        digest = fields(subject[0]["digest"], ("sha256",), "subject digest")
         sub_hex = get_re(digest, "sha256", HEX_RE, "subject digest")
-        p: dict[str, Any] = get(st, "predicate", dict, "statement")
         w = "predicate"
+        p = fields(st["predicate"], PREDICATE_FIELDS, w)
         get_re(p, "task_id", TASK_RE, w)
         for k in ("log_id", "data_hash"):
             get_re(p, k, HEX_RE, w)
-        for k in (
-            "vector_digest",
-            "replayed_digest",
-            "state_digest_before",
-            "state_digest_after",
-            "base_digest",
-        ):
+        for k in DIGEST_FIELDS:
             get_re(p, k, DIGEST_RE, w)
-        for k in ("n_records", "sign_seed", "scale_bits"):
-            get(p, k, int, w)
-        get(p, "method", str, w)
+        if get(p, "method", str, w) not in ("sift", "ft"):
+            raise Fail(f"method is {p['method']!r}")
+        get_int(p, "n_records", 1, JCS_INT, w)
+        get_int(p, "sign_seed", 0, JCS_INT, w)
+        get_int(p, "scale_bits", 0, 63, w)
         get(p, "determinism", dict, w)
-        self.seq = get(get(p, "event", dict, w), "seq", int, "predicate event")
-        get_re(p["event"], "leaf_hash", HEX_RE, "predicate event")
+        event = fields(p["event"], ("seq", "leaf_hash"), "predicate event")
+        self.seq = get(event, "seq", int, "predicate event")
+        get_re(event, "leaf_hash", HEX_RE, "predicate event")
         for k in ("tree_head_before", "tree_head_after"):
-            get(get(p, k, dict, w), "body", str, k)
+            get(fields(p[k], ("body", "signature"), k), "body", str, k)
             get(p[k], "signature", str, k)
         remaining = get(p, "remaining", list, w)
-        ids = [get(r, "task_id", str, "remaining entry") for r in remaining]
+        for r in remaining:
+            fields(r, ("task_id", "vector_digest"), "remaining entry")
+            get_re(r, "task_id", TASK_RE, "remaining entry")
+            get_re(r, "vector_digest", DIGEST_RE, "remaining entry")
+        ids = [r["task_id"] for r in remaining]
         if ids != sorted(set(ids)):
             raise Fail("remaining is not sorted by task_id without repeats")
         self.pred = p
@@ -137,6 +164,10 @@ class _Cert:
             )
         if {before.log_id, after.log_id} != {p["log_id"]}:
             raise Fail("a head's log_id differs from the predicate's")
+        stored = {h.size: {"body": h.body, "signature": h.signature} for h in self.ctx.db.heads}
+        for k, size in (("tree_head_before", self.seq), ("tree_head_after", self.seq + 1)):
+            if p[k] != stored.get(size):
+                raise Fail(f"{k} is not, byte for byte, the ledger's stored head of size {size}")
         for head, last in ((before, self.seq - 1), (after, self.seq)):
             if 0 <= last < len(self.ctx.events):
                 when = get_time(self.ctx.events[last], f"ledger event {last}")
@@ -246,9 +277,17 @@ class _Cert:
                 "vectors of still-active remaining tasks are missing or wrong: " + ", ".join(owed)
             )
         if missing:
+
+            def why(t: str) -> str:
+                info = ctx.replay.tasks.get(t)
+                if info is not None and info.unlearn_seq is not None and missing[t] == NOT_RETAINED:
+                    return f"{t} (deleted by the unlearn at event {info.unlearn_seq})"
+                return f"{t} ({missing[t]})"
+
             raise Skip(
-                "cannot recompute the certified state; vectors unavailable: "
-                + ", ".join(f"{t} ({why})" for t, why in missing.items())
+                "cannot recompute the certified state, its vectors are gone: "
+                + ", ".join(why(t) for t in missing)
+                + "; the current state is checked by holds-now"
             )
         for r in p["remaining"]:
             if r.get("vector_digest") != ctx.replay.tasks[r["task_id"]].vector_digest:
@@ -259,6 +298,29 @@ class _Cert:
                 f"sum of the remaining vectors has digest {got}, certificate says "
                 f"{p['state_digest_after']}"
             )
+
+
+def deletion_holds(ctx: Context, data: bytes) -> None:
+    """The certified deletion still holds in this folder: the task is still unlearned and
+    neither its data nor its vector came back under another id. (That the current state is
+    the merge of the tasks active now is checked by the state checks `check` runs too.)"""
+    c = _Cert(ctx, data, None)
+    for step in (c.envelope, c.statement):
+        step()
+    p = c._pred()
+    info = ctx.replay.tasks.get(p["task_id"])
+    if info is None or info.status != "unlearned":
+        raise Fail(f"{p['task_id']} is not unlearned in the current folder")
+    for seq, ev in enumerate(ctx.events):
+        if seq > c.seq and ev.get("kind") == "add":
+            if ev.get("vector_digest") == p["vector_digest"]:
+                raise Fail(
+                    f"the deleted vector was re-added as task {ev.get('task_id')} at event {seq}"
+                )
+            if ev.get("data_hash") == p["data_hash"]:
+                raise Fail(
+                    f"the deleted data was re-added as task {ev.get('task_id')} at event {seq}"
+                )
 
 
 def certificate_checks(ctx: Context, data: bytes, row_seq: int | None = None) -> list[CheckResult]:

@@ -6,9 +6,10 @@ row, so the output stays readable; a FAIL names the first few offenders.
 
 from __future__ import annotations
 
-import hashlib
 import math
+import os
 import re
+import stat
 from collections import Counter
 from collections.abc import Callable
 from functools import partial
@@ -17,9 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from verifier.certificate import certificate_checks
+from verifier.certificate import certificate_checks, deletion_holds
 from verifier.context import (
-    DIGEST_RE,
     NOT_RETAINED,
     TASK_RE,
     CheckResult,
@@ -29,16 +29,17 @@ from verifier.context import (
     Skip,
     fail_if,
     get,
-    get_re,
     get_time,
     parse_head,
     run_one,
 )
 from verifier.dsse import FormatError, load_public_key, parse_jcs, parse_json, raw_hex
-from verifier.ledger_reader import UnreadableInput, read_ledger
+from verifier.files import entry_problem, read_regular, sha256_regular
+from verifier.ledger_reader import TEXT_CAP, UnreadableInput, read_ledger
 from verifier.merkle import prefix_roots, verify_consistency
-from verifier.tensors import I64Array, from_arrays, pack_mask, read_safetensors, set_digest
+from verifier.tensors import I64Array, from_arrays, pack_mask, set_digest
 from verifier.tensors import sign_violations as violations
+from verifier.trusted import check_trusted, read_trusted, remember, remembered
 
 FORMAT = "ulg/ledger/v1"
 CONFIG_FIELDS = (
@@ -68,35 +69,53 @@ SUB_FILES = {
 STAGED_RE = re.compile(r"(.+)\.staged-[0-9]+|journal\.json\.tmp")
 
 
+def listing(folder: Path) -> dict[str, os.stat_result]:
+    """Each entry's own lstat, in a folder that is one (not a link to one); else nothing.
+
+    Never is_file()/is_dir()/glob, which follow links: what a link points at is not in
+    the folder, and a FIFO or device must never be opened to find out what it is.
+    """
+    try:
+        if not stat.S_ISDIR(os.lstat(folder).st_mode):
+            return {}
+        return {p.name: os.lstat(p) for p in sorted(folder.iterdir())}
+    except OSError:
+        return {}
+
+
 def check_journal(ctx: Context) -> None:
-    if (ctx.dir / "journal.json").exists():
+    if os.path.lexists(ctx.dir / "journal.json"):
         raise Fail("journal.json present: an interrupted write was never finished or rolled back")
 
 
 def check_layout(ctx: Context) -> None:
-    """Only the files §1 lists, as regular files: anything else (a backup folder, a .bak, a
-    staged copy with no journal to finish it) could keep an unlearned task's data."""
-    journal, problems = (ctx.dir / "journal.json").exists(), []
+    """Only the files §1 lists, as plain files: anything else (a backup folder, a .bak, a
+    staged copy with no journal to finish it, a second name for a vector) could keep an
+    unlearned task's data; a link or special file could lead a reader elsewhere or block it."""
+    journal, problems = os.path.lexists(ctx.dir / "journal.json"), []
 
-    def allowed(path: Path, pattern: re.Pattern[str] | set[str]) -> None:
-        name, rel = path.name, path.relative_to(ctx.dir).as_posix()
+    def allowed(rel: str, st: os.stat_result, pattern: re.Pattern[str] | set[str]) -> None:
+        name = rel.rsplit("/", 1)[-1]
         if staged := STAGED_RE.fullmatch(name):
             if not journal:
                 problems.append(f"{rel}: a staged file of an unfinished write but no journal.json")
             name = staged.group(1) or "journal.json"
-        ok = name in pattern if isinstance(pattern, set) else pattern.fullmatch(name)
-        if not ok or path.is_symlink() or not path.is_file():
+        if not (name in pattern if isinstance(pattern, set) else pattern.fullmatch(name)):
             problems.append(f"{rel}: not a file FORMAT.md §1 allows here")
+        elif (why := entry_problem(st)) is not None:
+            problems.append(f"{rel} is {why}")
 
-    for path in sorted(ctx.dir.iterdir()):
-        if path.name == "base" or path.name in SUB_FILES:
-            if path.is_symlink() or not path.is_dir():
-                problems.append(f"{path.name}: not a folder")
-            elif path.name != "base":
-                for inner in sorted(path.iterdir()):
-                    allowed(inner, SUB_FILES[path.name])
+    for name, st in listing(ctx.dir).items():
+        if name == "base" or name in SUB_FILES:
+            if not stat.S_ISDIR(st.st_mode):
+                problems.append(f"{name} is {entry_problem(st) or 'a file'}, not a folder")
+            for inner, inner_st in listing(ctx.dir / name).items():
+                if name != "base":
+                    allowed(f"{name}/{inner}", inner_st, SUB_FILES[name])
+                elif (why := entry_problem(inner_st)) is not None:
+                    problems.append(f"base/{inner} is {why}; base/ holds plain files only")
         else:
-            allowed(path, TOP_FILES)
+            allowed(name, st, TOP_FILES)
     fail_if(problems)
 
 
@@ -167,7 +186,7 @@ def check_events(ctx: Context) -> None:
 def check_config(ctx: Context) -> None:
     if len(ctx.db.config) != 1:
         raise Fail(f"config has {len(ctx.db.config)} rows, expected 1")
-    row, init, w = ctx.db.config[0], ctx.init, "init event"
+    row, init = ctx.db.config[0], ctx.init
     problems = [f"format is {v!r}" for v in (row["format"], init.get("format")) if v != FORMAT]
     if row["log_id"] != ctx.log_id:
         problems.append(f"config log_id is not the leaf hash of event 0 ({ctx.log_id})")
@@ -177,15 +196,6 @@ def check_config(ctx: Context) -> None:
         if row[k] != init.get(k) or type(row[k]) is not type(init.get(k))
     ]
     fail_if(problems)
-    get_re(init, "base_digest", DIGEST_RE, w)
-    get_re(init, "state_digest", DIGEST_RE, w)
-    get(init, "retain_vectors", bool, w)
-    get(init, "base_files", dict, w)
-    for k, hi in (("sign_seed", 2**64), ("scale_bits", 63), ("threads", 2**31)):
-        if not 0 <= get(init, k, int, w) < hi:
-            raise Fail(f"init {k} out of range")
-    if any("embeddings." in n for n in ctx.trainable):
-        raise Fail("trainable lists an embeddings tensor")
 
 
 def parsed_heads(ctx: Context) -> list[HeadBody | str]:
@@ -230,28 +240,25 @@ def check_consistency(ctx: Context) -> None:
 
 
 def check_base(ctx: Context) -> None:
-    base = ctx.dir / "base"
-    tensors = read_safetensors(base / "model.safetensors", strict=False)
-    problems = []
-    if set_digest(tensors) != ctx.init.get("base_digest"):
-        problems.append("base/model.safetensors does not match base_digest")
+    """The base header, size and trainable map first (bounded work), and only then the
+    hashes, streamed: a sparse or forged model.safetensors is refused before it is read."""
+    _ = ctx.trainable  # raises Fail unless the header, size and trainable map are right
+    base, entries = ctx.dir / "base", listing(ctx.dir / "base")
     files: dict[str, object] = get(ctx.init, "base_files", dict, "init event")
-    for rel, want in files.items():
-        p = base / rel
-        if Path(rel).is_absolute() or ".." in Path(rel).parts or not p.is_file():
-            problems.append(f"base file {rel!r} is missing or outside base/")
-        elif hashlib.sha256(p.read_bytes()).hexdigest() != want:
+    problems = [f"base/{f} is not listed in base_files" for f in sorted(set(entries) - set(files))]
+    for rel, want in sorted(files.items()):
+        if rel not in entries or entry_problem(entries[rel]) is not None:
+            problems.append(f"base file {rel!r} is not a plain file directly in base/")
+        elif sha256_regular(base / rel) != want:
             problems.append(f"base/{rel} does not match its recorded SHA-256")
-    on_disk = {p.relative_to(base).as_posix() for p in base.rglob("*") if p.is_file()}
-    problems += [f"base/{f} is not listed in base_files" for f in sorted(on_disk - set(files))]
-    want = {n: t.shape for n, t in tensors.items() if "embeddings." not in n}
-    if want != ctx.trainable:
-        problems.append("trainable is not the non-embedding tensors of base/model.safetensors")
+    if set_digest(ctx.base()) != ctx.init.get("base_digest"):
+        problems.append("base/model.safetensors does not match base_digest")
     fail_if(problems)
 
 
-def check_replay(ctx: Context) -> None:
+def check_replay(ctx: Context) -> str | None:
     fail_if(ctx.replay.problems)
+    return "; ".join(ctx.replay.readds) or None
 
 
 def check_tasks_table(ctx: Context) -> None:
@@ -317,15 +324,14 @@ def check_masks(ctx: Context) -> None:
 def check_deleted_files(ctx: Context) -> None:
     problems = []
     for sub in ("vectors", "masks"):
-        folder = ctx.dir / sub
-        for p in sorted(folder.glob("*.safetensors")) if folder.is_dir() else []:
-            info = ctx.replay.tasks.get(p.name.removesuffix(".safetensors"))
+        for name in [n for n in listing(ctx.dir / sub) if n.endswith(".safetensors")]:
+            info = ctx.replay.tasks.get(name.removesuffix(".safetensors"))
             if info is None:
-                problems.append(f"{sub}/{p.name} belongs to no task in the log")
+                problems.append(f"{sub}/{name} belongs to no task in the log")
             elif info.status == "unlearned":
-                problems.append(f"{sub}/{p.name} still exists for an unlearned task")
+                problems.append(f"{sub}/{name} still exists for an unlearned task")
             elif sub == "masks" and info.method == "ft":
-                problems.append(f"{sub}/{p.name} exists for an ft task")
+                problems.append(f"{sub}/{name} exists for an ft task")
     fail_if(problems)
 
 
@@ -421,19 +427,24 @@ def check_certificate_files(ctx: Context) -> None:
     problems = [f"unlearn event {s} has no certificate" for s in sorted(set(unlearns) - set(rows))]
     folder = ctx.dir / "certificates"
     for seq, (tid, env) in sorted(rows.items()):
-        path = folder / f"{seq}.dsse.json"
         if unlearns.get(seq) != tid:
             problems.append(f"certificate row {seq} is not for the unlearn event of {tid}")
-        if not path.is_file() or env is None or path.read_bytes() != env.encode("utf-8"):
+        try:
+            same = env is not None and read_regular(folder / f"{seq}.dsse.json", TEXT_CAP) == (
+                env.encode("utf-8")
+            )
+        except FormatError:
+            same = False
+        if not same:
             problems.append(f"certificates/{seq}.dsse.json is missing or differs from its row")
-    files = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
+    files = set(listing(folder))
     problems += [
         f"certificates/{f} has no row" for f in sorted(files - {f"{s}.dsse.json" for s in rows})
     ]
     fail_if(problems)
 
 
-AUDIT: tuple[tuple[str, Callable[[Context], None]], ...] = (
+AUDIT: tuple[tuple[str, Callable[[Context], str | None]], ...] = (
     ("journal", check_journal),
     ("layout", check_layout),
     ("database", check_database),
@@ -466,10 +477,25 @@ def _context(ledger_dir: Path, public_key_pem: bytes) -> Context:
     return Context(ledger_dir, key, read_ledger(ledger_dir))
 
 
-def run_audit(ledger_dir: Path, public_key_pem: bytes) -> list[CheckResult]:
-    """Every audit check, then each stored certificate as one line (or its non-ok parts)."""
+def _trusted_heads(ctx: Context, trusted: list[tuple[str, bytes]], state: Path | None) -> None:
+    heads = [read_trusted(data, ctx.key, source) for source, data in trusted]
+    check_trusted(ctx, heads + (remembered(state, ctx.log_id) if state else []))
+
+
+def run_audit(
+    ledger_dir: Path,
+    public_key_pem: bytes,
+    trusted: list[tuple[str, bytes]] | None = None,
+    state: Path | None = None,
+) -> list[CheckResult]:
+    """Every audit check, then each stored certificate as one line (or its non-ok parts).
+
+    ``trusted``: (name, bytes) of checkpoints or certificates already held; ``state``: a
+    folder remembering the largest head verified per log, updated after a pass."""
     ctx = _context(ledger_dir, public_key_pem)
     results = [run_one(name, partial(fn, ctx)) for name, fn in AUDIT]
+    if trusted or state:
+        results.append(run_one("trusted-heads", partial(_trusted_heads, ctx, trusted or [], state)))
     for seq, _, env in ctx.db.certificates:
         name = f"certificate[{seq}]"
         sub = certificate_checks(ctx, (env or "").encode("utf-8"), row_seq=seq)
@@ -478,20 +504,30 @@ def run_audit(ledger_dir: Path, public_key_pem: bytes) -> list[CheckResult]:
         results += [
             CheckResult(f"{name}/{r.name}", r.status, r.detail) for r in sub if r.status != "ok"
         ]
+    if state and all(r.status != "FAIL" for r in results):
+        remember(state, ctx)
     return results
 
 
-def run_check(ledger_dir: Path, certificate: bytes, public_key_pem: bytes) -> list[CheckResult]:
-    """The §7 certificate checks of one envelope against one ledger, plus the key binding and
-    the signed log's replay: a certificate is only as good as the history it points into."""
+def run_check(
+    ledger_dir: Path,
+    certificate: bytes,
+    public_key_pem: bytes,
+    trusted: list[tuple[str, bytes]] | None = None,
+) -> list[CheckResult]:
+    """The §7 certificate checks of one envelope, and that the deletion holds *now*: every
+    audit check of the current folder (its state the merge of the tasks active at the latest
+    head, so the deleted vector is not in it) and no later add bringing the task back."""
     try:
         parse_json(certificate, "certificate")
     except FormatError as exc:
         raise UnreadableInput(str(exc)) from None
     ctx = _context(ledger_dir, public_key_pem)
+    folder = [run_one(name, partial(fn, ctx)) for name, fn in AUDIT if name != "certificate-files"]
+    if trusted:
+        folder.append(run_one("trusted-heads", partial(_trusted_heads, ctx, trusted, None)))
     return [
-        run_one("database", partial(check_database, ctx)),
-        run_one("public-key", partial(check_public_key, ctx)),
-        run_one("replay", partial(check_replay, ctx)),
+        *folder,
         *certificate_checks(ctx, certificate),
+        run_one("holds-now", partial(deletion_holds, ctx, certificate)),
     ]

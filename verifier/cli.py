@@ -1,9 +1,9 @@
 """`verifier check` and `verifier audit` (CONTRACT.md): one line per check, exit 1 on any FAIL.
 
-Unreadable inputs are an `error:` line on stderr with exit 1; click keeps exit 2
-for usage errors. A last-resort handler turns any unforeseen exception into an
-`error:` line too, because an auditor's tool must not answer tampering with a
-traceback.
+Unreadable inputs are an `error:` line on stderr with exit 1, usage errors one
+with exit 2 (click runs without its own handling, which would print a usage
+block). A last-resort handler turns any unforeseen exception into an `error:`
+line too, because an auditor's tool must not answer tampering with a traceback.
 """
 
 from __future__ import annotations
@@ -11,19 +11,25 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
 from verifier.checks import run_audit, run_check
 from verifier.context import CheckResult
-from verifier.ledger_reader import UnreadableInput
+from verifier.ledger_reader import TEXT_CAP, UnreadableInput
 
 
 def _read(path: Path, what: str) -> bytes:
+    """At most TEXT_CAP bytes: no certificate or key is longer, and the file may be hostile."""
     try:
-        return path.read_bytes()
+        with path.open("rb") as handle:
+            data = handle.read(TEXT_CAP + 1)
     except OSError as exc:
         raise UnreadableInput(f"cannot read {what} {path}: {exc.strerror}") from None
+    if len(data) > TEXT_CAP:
+        raise UnreadableInput(f"{what} {path} is larger than {TEXT_CAP} bytes")
+    return data
 
 
 def _first_line(exc: Exception) -> str:
@@ -53,8 +59,8 @@ def _report(run: Callable[[], list[CheckResult]]) -> None:
         sys.exit(1)
 
 
-@click.group()
-def main() -> None:
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
     """Independent verifier for unlearning-ledger folders (docs/FORMAT.md)."""
 
 
@@ -74,7 +80,21 @@ _key = click.option(
 )
 
 
-@main.command()
+_trusted = click.option(
+    "--trusted-head",
+    "trusted_heads",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="A checkpoint (ledger checkpoint) or certificate you kept; repeatable. The folder must "
+    "extend it: a smaller one was rolled back, a different one forked.",
+)
+
+
+def _kept(paths: tuple[Path, ...]) -> list[tuple[str, bytes]]:
+    return [(str(p), _read(p, "trusted head")) for p in paths]
+
+
+@cli.command()
 @_ledger
 @click.option(
     "--certificate",
@@ -83,18 +103,52 @@ _key = click.option(
     help="A DSSE envelope written by `ledger unlearn`.",
 )
 @_key
-def check(ledger_dir: Path, certificate: Path, public_key: Path) -> None:
-    """Verify one unlearning certificate against a ledger."""
+@_trusted
+def check(
+    ledger_dir: Path, certificate: Path, public_key: Path, trusted_heads: tuple[Path, ...]
+) -> None:
+    """Verify one unlearning certificate against a ledger, and that the deletion holds now."""
     _report(
         lambda: run_check(
-            ledger_dir, _read(certificate, "certificate"), _read(public_key, "public key")
+            ledger_dir,
+            _read(certificate, "certificate"),
+            _read(public_key, "public key"),
+            _kept(trusted_heads),
         )
     )
 
 
-@main.command()
+@cli.command()
 @_ledger
 @_key
-def audit(ledger_dir: Path, public_key: Path) -> None:
+@_trusted
+@click.option(
+    "--state",
+    "state_dir",
+    type=click.Path(path_type=Path),
+    help="A folder remembering the largest head verified per log; an older or forked one "
+    "is refused later.",
+)
+def audit(
+    ledger_dir: Path, public_key: Path, trusted_heads: tuple[Path, ...], state_dir: Path | None
+) -> None:
     """Verify a whole ledger: signatures, Merkle log, state, masks and stored certificates."""
-    _report(lambda: run_audit(ledger_dir, _read(public_key, "public key")))
+    _report(
+        lambda: run_audit(
+            ledger_dir, _read(public_key, "public key"), _kept(trusted_heads), state_dir
+        )
+    )
+
+
+def main(argv: list[str] | None = None) -> Any:
+    try:
+        return cli.main(args=argv, prog_name="verifier", standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError:
+        message = "missing command (audit or check; see verifier --help)"
+    except click.UsageError as exc:
+        message = (exc.format_message().splitlines() or [""])[0]
+    except click.Abort:
+        click.echo("error: aborted", err=True)
+        sys.exit(1)
+    click.echo(f"error: {message}", err=True)
+    sys.exit(2)

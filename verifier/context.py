@@ -8,20 +8,20 @@ hides every other finding.
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar, cast
 
 import numpy as np
 import numpy.typing as npt
 import rfc8785
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from verifier.dsse import FormatError, b64decode, parse_jcs, parse_json, verify_sig
+from verifier.dsse import FormatError, b64decode, fields, parse_jcs, parse_json, verify_sig
 from verifier.ledger_reader import LedgerDB
 from verifier.merkle import MerkleTree
 from verifier.tensors import (
@@ -39,7 +39,31 @@ HEX_RE = re.compile(r"[0-9a-f]{64}")
 TASK_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 TIME_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
 HEAD_TYPE = "ulg/tree-head/v1"
+JCS_INT = 2**53
+
+
+def names(text: str) -> tuple[str, ...]:
+    """A field list written as one string, so the format's lists read as they do in FORMAT.md."""
+    return tuple(text.split())
+
+
+# FORMAT.md §6 and §10: every field of each event and spec, no other.
+INIT_FIELDS = names(
+    "kind seq format time base_digest base_files sign_seed scale_bits threads public_key "
+    "retain_vectors trainable state_digest"
+)
+ADD_FIELDS = names(
+    "kind seq time task_id method data_hash n_records spec determinism vector_digest "
+    "mask_digest state_digest_before state_digest_after active_after"
+)
+UNLEARN_FIELDS = names(
+    "kind seq time task_id data_hash vector_digest replayed_digest state_digest_before "
+    "state_digest_after active_after"
+)
+READDS = "readds"  # the one optional add field: which deletions the add knowingly reverses
+SPEC_FIELDS = names("method seed steps lr batch_size max_length threads sign_seed")
 NOT_RETAINED = "not retained"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -50,7 +74,9 @@ class CheckResult:
 
     def line(self) -> str:
         if self.status == "ok":
-            return f"ok: {self.name}"
+            return f"ok: {self.name}" + (
+                f": {' '.join(self.detail.split())}" if self.detail else ""
+            )
         return f"{self.status}: {self.name}: {' '.join(self.detail.split())}"  # one line
 
 
@@ -62,17 +88,18 @@ class Skip(Exception):
     """Raised inside a check: the check could not run on this ledger (e.g. vectors not retained)."""
 
 
-def run_one(name: str, fn: Callable[[], None]) -> CheckResult:
-    """Run one check; tampered data of any shape must end as a FAIL line, never a traceback."""
+def run_one(name: str, fn: Callable[[], str | None]) -> CheckResult:
+    """Run one check; tampered data of any shape must end as a FAIL line, never a traceback.
+    A check that passes may say something an auditor should know (its return value)."""
     try:
-        fn()
+        note = fn()
     except Skip as exc:
         return CheckResult(name, "skipped", str(exc))
     except (Fail, FormatError, OverflowError) as exc:
         return CheckResult(name, "FAIL", str(exc))
     except Exception as exc:
         return CheckResult(name, "FAIL", f"unexpected data ({type(exc).__name__}: {exc})")
-    return CheckResult(name, "ok")
+    return CheckResult(name, "ok", note or "")
 
 
 def fail_if(problems: list[str]) -> None:
@@ -88,6 +115,14 @@ def get(obj: object, key: str, typ: type | tuple[type, ...], what: str) -> Any:
     value = obj[key]
     if not isinstance(value, typ) or (isinstance(value, bool) and typ is int):
         raise Fail(f"{what}: {key!r} has the wrong type")
+    return value
+
+
+def get_int(obj: object, key: str, lo: int, hi: int, what: str) -> int:
+    """An int in [lo, hi): JCS integers stop at 2^53, and every count here has a floor."""
+    value: int = get(obj, key, int, what)
+    if not lo <= value < hi:
+        raise Fail(f"{what}: {key!r} is {value}, outside [{lo}, {hi})")
     return value
 
 
@@ -160,6 +195,7 @@ class Replay:
     active: set[str] = field(default_factory=set)
     history: list[tuple[int, frozenset[str], str]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    readds: list[str] = field(default_factory=list)  # announced re-adds of deleted data
 
 
 def replay(events: list[dict[str, Any]], zero_digest: str | None) -> Replay:
@@ -171,8 +207,10 @@ def replay(events: list[dict[str, Any]], zero_digest: str | None) -> Replay:
     never happened (e.g. an unlearn that left the task merged).
     """
     r = Replay()
-    if not events or events[0].get("kind") != "init":
-        r.problems.append("event 0 is not a readable init event")
+    try:
+        _check_init(events[0] if events else {})
+    except (Fail, FormatError) as exc:
+        r.problems.append(f"event 0: {exc}")
     prev = events[0].get("state_digest") if events else None
     for seq, ev in enumerate(events[1:], start=1):
         try:
@@ -186,10 +224,30 @@ def replay(events: list[dict[str, Any]], zero_digest: str | None) -> Replay:
     return r
 
 
+def _check_init(init: dict[str, Any]) -> None:
+    w = "init event"
+    fields(init, INIT_FIELDS, w)
+    if init["kind"] != "init":
+        raise Fail("event 0 is not an init event")
+    get_int(init, "sign_seed", 0, JCS_INT, w)
+    get_int(init, "scale_bits", 0, 63, w)
+    get_int(init, "threads", 1, 2**31, w)
+    get_re(init, "base_digest", DIGEST_RE, w)
+    get_re(init, "state_digest", DIGEST_RE, w)
+    get(init, "retain_vectors", bool, w)
+    get(init, "base_files", dict, w)
+
+
 def _apply(r: Replay, seq: int, ev: dict[str, Any], prev: object, init: dict[str, Any]) -> None:
     if not ev:
         raise Fail("payload is not a JSON object")
     what = f"{ev.get('kind')} event"
+    try:
+        # recorded, not raised: the event still replays, so later events are judged on their own
+        expected = ADD_FIELDS if ev.get("kind") == "add" else UNLEARN_FIELDS
+        fields(ev, expected + ((READDS,) if ev.get("kind") == "add" and READDS in ev else ()), what)
+    except FormatError as exc:
+        r.problems.append(f"event {seq}: {exc}")
     tid = get_re(ev, "task_id", TASK_RE, what)
     if ev.get("kind") == "add":
         if tid in r.tasks:
@@ -200,11 +258,15 @@ def _apply(r: Replay, seq: int, ev: dict[str, Any], prev: object, init: dict[str
         mask = get_re(ev, "mask_digest", DIGEST_RE, what) if method == "sift" else None
         if method == "ft" and ev.get("mask_digest", 0) is not None:
             raise Fail("an ft task must have mask_digest null")
-        spec = get(ev, "spec", dict, what)
+        spec = fields(ev["spec"], SPEC_FIELDS, f"{what} spec")
+        get_int(spec, "seed", 0, JCS_INT, f"{what} spec")
         bad = [k for k in ("sign_seed", "threads") if spec.get(k) != init.get(k)]
         if spec.get("method") != method or bad:
             raise Fail(f"spec disagrees with the event or ledger on {bad or ['method']}")
-        if not same_json(get(get(ev, "determinism", dict, what), "spec", dict, what), spec):
+        record = fields(ev["determinism"], ("spec", "fixed", "environment"), f"{what} determinism")
+        get(record, "fixed", dict, f"{what} determinism")
+        get(record, "environment", dict, f"{what} determinism")
+        if not same_json(get(record, "spec", dict, what), spec):
             # recorded, not raised: the task itself is well-formed, so later events still replay
             r.problems.append(f"event {seq}: determinism.spec differs from the event's spec")
         r.tasks[tid] = TaskInfo(
@@ -215,8 +277,9 @@ def _apply(r: Replay, seq: int, ev: dict[str, Any], prev: object, init: dict[str
             get_re(ev, "data_hash", HEX_RE, what),
             get_re(ev, "vector_digest", DIGEST_RE, what),
             mask,
-            get(ev, "n_records", int, what),
+            get_int(ev, "n_records", 1, JCS_INT, what),
         )
+        _check_readds(r, seq, tid, ev)
         r.active.add(tid)
     elif ev.get("kind") == "unlearn":
         info = r.tasks.get(tid)
@@ -226,6 +289,8 @@ def _apply(r: Replay, seq: int, ev: dict[str, Any], prev: object, init: dict[str
             raise Fail(f"vector_digest differs from the one recorded at add (seq {info.add_seq})")
         if get(ev, "replayed_digest", str, what) != info.vector_digest:
             raise Fail("replayed_digest differs from vector_digest")
+        if get(ev, "data_hash", str, what) != info.data_hash:
+            raise Fail(f"data_hash differs from the one recorded at add (seq {info.add_seq})")
         info.status, info.unlearn_seq = "unlearned", seq
         r.active.discard(tid)
     else:
@@ -238,8 +303,37 @@ def _apply(r: Replay, seq: int, ev: dict[str, Any], prev: object, init: dict[str
     r.history.append((seq, frozenset(r.active), get_re(ev, "state_digest_after", DIGEST_RE, what)))
 
 
+def _check_readds(r: Replay, seq: int, tid: str, ev: dict[str, Any]) -> None:
+    """Deleted data stays deleted: an add of an unlearned task's data or vector must say so.
+
+    Silent, it would restore bit for bit what a certificate says is gone; announced
+    (`ledger add --readd-deleted`), it is reported so an auditor can ask for consent.
+    """
+    new = r.tasks[tid]
+    matches = sorted(
+        (info.unlearn_seq or 0, t)
+        for t, info in r.tasks.items()
+        if info.status == "unlearned"
+        and (info.data_hash == new.data_hash or info.vector_digest == new.vector_digest)
+    )
+    claimed = get(ev, READDS, list, "add event") if READDS in ev else []
+    named = []
+    for entry in claimed:
+        entry = fields(entry, ("task_id", "unlearn_seq"), "readds entry")
+        named.append((get(entry, "unlearn_seq", int, "readds entry"), entry["task_id"]))
+    if sorted(named) != matches or (READDS in ev and not matches):
+        said = ", ".join(t for _, t in matches) or "nothing deleted"
+        raise Fail(
+            f"re-adds the deleted data or vector of {said} as task {tid}, but readds says "
+            f"{[t for _, t in named]}"
+        )
+    r.readds += [
+        f"task {tid} (event {seq}) re-adds {t}, unlearned at event {u}" for u, t in matches
+    ]
+
+
 class Context:
-    """One ledger as read from disk, plus memos so each vector is hashed once per run."""
+    """One ledger as read from disk, plus memos so each file is read and hashed once per run."""
 
     def __init__(self, ledger_dir: Path, key: Ed25519PublicKey, db: LedgerDB) -> None:
         self.dir, self.key, self.db = ledger_dir, key, db
@@ -250,12 +344,11 @@ class Context:
         self.init = self.events[0] if self.events else {}
         self.sum_digests: dict[frozenset[str], str] = {}
         self._vector_problem: dict[str, str | None] = {}
-        self._masks: dict[str, dict[str, npt.NDArray[np.uint8]] | str] = {}
-        self._state: dict[str, I64Array] | str | None = None
+        self._memo: dict[str, object] = {}
         self._signs: dict[str, npt.NDArray[np.bool_]] = {}
         try:
             zero: str | None = self.sum_digest(frozenset())
-        except Fail:  # no usable trainable map: the config check reports it
+        except Fail:  # no usable trainable map: the base check reports it
             zero = None
         self.replay = replay(self.events, zero)
 
@@ -267,34 +360,57 @@ class Context:
             return {}
         return obj if isinstance(obj, dict) else {}
 
-    @cached_property
-    def trainable(self) -> dict[str, tuple[int, ...]]:
-        t = self.init.get("trainable")
-        if not isinstance(t, dict) or not all(
-            isinstance(s, list) and all(type(d) is int and d >= 0 for d in s) for s in t.values()
-        ):
-            raise Fail("init event has no valid 'trainable' map")
-        shapes = {name: tuple(shape) for name, shape in t.items()}
-        # Each trainable entry is an F32 of the base, so the base's size bounds what
-        # zeros() may allocate for a forged map.
-        base = self.dir / "base" / "model.safetensors"
-        if not base.is_file():
-            raise Fail("base/model.safetensors is missing, so 'trainable' cannot be checked")
-        if sum(4 * math.prod(s) for s in shapes.values()) > base.stat().st_size:
-            raise Fail("init event's trainable holds more entries than base/model.safetensors")
-        return shapes
+    def _once(self, key: str, make: Callable[[], T]) -> T:
+        """make() once per run; its failure too is kept and raised again, so a hostile file
+        costs its (bounded) parse once, however many checks ask for it."""
+        if key not in self._memo:
+            try:
+                self._memo[key] = make()
+            except (Fail, FormatError, ValueError) as exc:
+                self._memo[key] = Fail(str(exc))
+        found = self._memo[key]
+        if isinstance(found, Fail):
+            raise Fail(str(found))
+        return cast(T, found)
 
-    def check_layout(
-        self, tensors: dict[str, Tensor], dtype: str, what: str, packed: bool = False
-    ) -> None:
-        """Exactly the trainable names, each of `dtype` and the trainable (or packed) shape."""
-        want = {n: ((math.prod(s) + 7) // 8,) if packed else s for n, s in self.trainable.items()}
-        if set(tensors) != set(want):
-            missing, extra = sorted(set(want) - set(tensors)), sorted(set(tensors) - set(want))
-            raise Fail(f"{what}: tensors missing {missing[:3]}, unexpected {extra[:3]}")
-        for n, t in tensors.items():
-            if t.dtype != dtype or t.shape != want[n]:
-                raise Fail(f"{what}: {n} is {t.dtype} {list(t.shape)}, not {dtype} {list(want[n])}")
+    def base(self) -> dict[str, Tensor]:
+        """base/model.safetensors, all F32 (FORMAT.md §3), its data mapped, not read."""
+
+        def make() -> dict[str, Tensor]:
+            tensors = read_safetensors(self.dir / "base" / "model.safetensors")
+            if bad := [n for n, t in tensors.items() if t.dtype != "F32"]:
+                raise Fail(f"base/model.safetensors: {bad[0]} is not F32")
+            return tensors
+
+        return self._once("base", make)
+
+    @property
+    def trainable(self) -> dict[str, tuple[int, ...]]:
+        """The init event's map, once it equals the base's non-embedding tensors: checked on
+        the base header alone, so a forged map never sizes an allocation."""
+
+        def make() -> dict[str, tuple[int, ...]]:
+            t = self.init.get("trainable")
+            if not isinstance(t, dict) or not all(
+                isinstance(s, list) and all(type(d) is int and d >= 0 for d in s)
+                for s in t.values()
+            ):
+                raise Fail("init event has no valid 'trainable' map")
+            shapes = {name: tuple(shape) for name, shape in t.items()}
+            base = {n: b.shape for n, b in self.base().items() if "embeddings." not in n}
+            if shapes != base:
+                raise Fail("trainable is not the non-embedding tensors of base/model.safetensors")
+            return shapes
+
+        return self._once("trainable", make)
+
+    def _read(self, rel: str, dtype: str, packed: bool = False) -> dict[str, Tensor]:
+        """A ledger tensor file of the trainable names, each `dtype` of the (packed) shape."""
+        layout = {
+            n: (dtype, ((math.prod(s) + 7) // 8,) if packed else s)
+            for n, s in self.trainable.items()
+        }
+        return read_safetensors(self.dir / rel, layout)
 
     def signs(self, name: str) -> npt.NDArray[np.bool_]:
         if name not in self._signs:
@@ -305,19 +421,16 @@ class Context:
     def vector_problem(self, tid: str) -> str | None:
         """None when vectors/<tid> exists with the trainable layout and the digest signed at add."""
         if tid not in self._vector_problem:
-            info, path = self.replay.tasks.get(tid), self.dir / "vectors" / f"{tid}.safetensors"
+            info, rel = self.replay.tasks.get(tid), f"vectors/{tid}.safetensors"
             problem: str | None = None
             if info is None:
                 problem = f"task {tid} has no add event"
-            elif not path.is_file():
+            elif not os.path.lexists(self.dir / rel):
                 problem = NOT_RETAINED
             else:
                 try:
-                    tensors = read_safetensors(path)
-                    self.check_layout(tensors, "I64", f"vectors/{path.name}")
-                    digest = set_digest(tensors)
-                    if digest != info.vector_digest:
-                        problem = f"vectors/{path.name} does not match the digest recorded at add"
+                    if set_digest(self._read(rel, "I64")) != info.vector_digest:
+                        problem = f"{rel} does not match the digest recorded at add"
                 except (Fail, FormatError) as exc:
                     problem = str(exc)
             self._vector_problem[tid] = problem
@@ -325,48 +438,35 @@ class Context:
 
     def masks(self, tid: str) -> dict[str, npt.NDArray[np.uint8]]:
         """masks/<tid> as packed arrays, once it has the packed layout, zero padding bits and
-        the mask_digest signed at add; otherwise Fail (memoised, so each file is read once)."""
-        if tid not in self._masks:
-            path = self.dir / "masks" / f"{tid}.safetensors"
-            info = self.replay.tasks.get(tid)
-            try:
-                if info is None or not path.is_file():
-                    raise Fail(f"masks/{path.name} is missing")
-                masks = read_safetensors(path)
-                self.check_layout(masks, "U8", f"masks/{path.name}", packed=True)
-                if set_digest(masks) != info.mask_digest:
-                    raise Fail(f"masks/{path.name} does not match mask_digest")
-                arrays = {n: m.array() for n, m in masks.items()}
-                for n, m in arrays.items():
-                    tail = math.prod(self.trainable[n]) % 8
-                    if tail and m[-1] >> tail:
-                        raise Fail(f"masks/{path.name}: {n} has non-zero padding bits")
-                self._masks[tid] = arrays
-            except (Fail, FormatError) as exc:
-                self._masks[tid] = str(exc)
-        found = self._masks[tid]
-        if isinstance(found, str):
-            raise Fail(found)
-        return found
+        the mask_digest signed at add; otherwise Fail."""
+
+        def make() -> dict[str, npt.NDArray[np.uint8]]:
+            rel, info = f"masks/{tid}.safetensors", self.replay.tasks.get(tid)
+            if info is None or not os.path.lexists(self.dir / rel):
+                raise Fail(f"{rel} is missing")
+            masks = self._read(rel, "U8", packed=True)
+            if set_digest(masks) != info.mask_digest:
+                raise Fail(f"{rel} does not match mask_digest")
+            arrays = {n: m.array() for n, m in masks.items()}
+            for n, m in arrays.items():
+                tail = math.prod(self.trainable[n]) % 8
+                if tail and m[-1] >> tail:
+                    raise Fail(f"{rel}: {n} has non-zero padding bits")
+            return arrays
+
+        return self._once(f"masks/{tid}", make)
 
     def state(self) -> dict[str, I64Array]:
-        """state.safetensors as int64 arrays of the trainable layout, read once per run."""
-        if self._state is None:
-            try:
-                tensors = read_safetensors(self.dir / "state.safetensors")
-                self.check_layout(tensors, "I64", "state.safetensors")
-                self._state = {
-                    n: t.array().astype(np.int64, copy=False) for n, t in tensors.items()
-                }
-            except (Fail, FormatError) as exc:
-                self._state = str(exc)
-        if isinstance(self._state, str):
-            raise Fail(self._state)
-        return self._state
+        """state.safetensors as int64 arrays of the trainable layout."""
+
+        def make() -> dict[str, I64Array]:
+            return {n: t.array() for n, t in self._read("state.safetensors", "I64").items()}
+
+        return self._once("state", make)
 
     def vector(self, tid: str) -> dict[str, I64Array]:
-        tensors = read_safetensors(self.dir / "vectors" / f"{tid}.safetensors")
-        return {n: tensors[n].array().astype(np.int64, copy=False) for n in self.trainable}
+        tensors = self._read(f"vectors/{tid}.safetensors", "I64")
+        return {n: tensors[n].array() for n in self.trainable}
 
     def add_into(self, q: dict[str, I64Array], tids: Iterable[str]) -> dict[str, I64Array]:
         for tid in sorted(tids):

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,9 +38,17 @@ def load_public_key(pem: bytes) -> Ed25519PublicKey:
     return key
 
 
+def _raw(key: Ed25519PublicKey) -> bytes:
+    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
 def raw_hex(key: Ed25519PublicKey) -> str:
-    raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return raw.hex()
+    return _raw(key).hex()
+
+
+def key_id(key: Ed25519PublicKey) -> str:
+    """FORMAT.md §7's keyid: hex(SHA-256(raw public key))."""
+    return hashlib.sha256(_raw(key)).hexdigest()
 
 
 def verify_sig(key: Ed25519PublicKey, signature: bytes, message: bytes) -> bool:
@@ -50,24 +60,51 @@ def verify_sig(key: Ed25519PublicKey, signature: bytes, message: bytes) -> bool:
 
 
 def b64decode(text: object, what: str) -> bytes:
-    """RFC 4648 §4 with padding; other alphabets or stray characters are refused."""
+    """RFC 4648 §4 with padding, in its one canonical form: other alphabets, stray characters
+    and non-zero padding bits are refused, so two strings never stand for the same bytes."""
     if not isinstance(text, str):
         raise FormatError(f"{what} is not a base64 string")
     try:
-        return base64.b64decode(text.encode("ascii"), validate=True)
+        raw = base64.b64decode(text.encode("ascii"), validate=True)
     except (binascii.Error, UnicodeEncodeError) as exc:
         raise FormatError(f"{what} is not valid base64: {exc}") from None
+    if base64.b64encode(raw).decode("ascii") != text:
+        raise FormatError(f"{what} is not canonical base64")
+    return raw
 
 
 def _no_constants(name: str) -> object:
     raise FormatError(f"non-JSON constant {name}")
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in obj:
+            raise FormatError(f"duplicate key {k!r}")
+        obj[k] = v
+    return obj
+
+
 def parse_json(data: bytes | str, what: str) -> Any:
+    """Strict JSON: a duplicated key is refused, since readers disagree on which copy wins."""
     try:
-        return json.loads(data, parse_constant=_no_constants)
+        return json.loads(data, parse_constant=_no_constants, object_pairs_hook=_unique_keys)
+    except FormatError as exc:
+        raise FormatError(f"{what}: {exc}") from None
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         raise FormatError(f"{what} is not JSON: {exc}") from None
+
+
+def fields(obj: object, keys: Collection[str], what: str) -> dict[str, Any]:
+    """`obj` as an object with exactly these keys: an unknown field is room for hidden data."""
+    if not isinstance(obj, dict):
+        raise FormatError(f"{what} is not a JSON object")
+    extra, missing = sorted(set(obj) - set(keys)), sorted(set(keys) - set(obj))
+    if extra or missing:
+        name, kind = (extra[0], "unexpected") if extra else (missing[0], "missing")
+        raise FormatError(f"{what}: {kind} field {name!r}")
+    return obj
 
 
 def parse_jcs(data: bytes, what: str) -> Any:
@@ -92,30 +129,27 @@ def pae(payload_type: str, payload: bytes) -> bytes:
 class Envelope:
     payload_type: str
     payload: bytes
-    signatures: list[tuple[str | None, bytes]]  # (keyid hint, raw signature)
+    keyid: str
+    sig: bytes
 
     def signed_by(self, key: Ed25519PublicKey) -> bool:
-        """True if any signature verifies; keyid is only a hint, so it is not consulted."""
-        message = pae(self.payload_type, self.payload)
-        return any(verify_sig(key, sig, message) for _, sig in self.signatures)
+        return verify_sig(key, self.sig, pae(self.payload_type, self.payload))
 
 
 def parse_envelope(obj: object) -> Envelope:
-    if not isinstance(obj, dict):
-        raise FormatError("envelope is not a JSON object")
-    ptype = obj.get("payloadType")
+    """Exactly one signature: a second one would be bytes no check looks at."""
+    env = fields(obj, ("payload", "payloadType", "signatures"), "envelope")
+    ptype = env["payloadType"]
     if not isinstance(ptype, str):
-        raise FormatError("envelope has no string payloadType")
-    payload = b64decode(obj.get("payload"), "envelope payload")
-    sigs = obj.get("signatures")
-    if not isinstance(sigs, list) or not sigs:
-        raise FormatError("envelope has no signatures")
-    parsed: list[tuple[str | None, bytes]] = []
-    for i, s in enumerate(sigs):
-        if not isinstance(s, dict):
-            raise FormatError(f"signatures[{i}] is not an object")
-        keyid = s.get("keyid")
-        if keyid is not None and not isinstance(keyid, str):
-            raise FormatError(f"signatures[{i}].keyid is not a string")
-        parsed.append((keyid, b64decode(s.get("sig"), f"signatures[{i}].sig")))
-    return Envelope(ptype, payload, parsed)
+        raise FormatError("envelope payloadType is not a string")
+    payload = b64decode(env["payload"], "envelope payload")
+    sigs = env["signatures"]
+    if not isinstance(sigs, list) or len(sigs) != 1:
+        raise FormatError("envelope signatures is not a list of exactly one signature")
+    s = fields(sigs[0], ("keyid", "sig"), "envelope signature")
+    if not isinstance(s["keyid"], str):
+        raise FormatError("envelope signature keyid is not a string")
+    sig = b64decode(s["sig"], "envelope signature sig")
+    if len(sig) != 64:
+        raise FormatError(f"envelope signature is {len(sig)} bytes, not 64")
+    return Envelope(ptype, payload, s["keyid"], sig)

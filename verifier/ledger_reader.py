@@ -1,20 +1,29 @@
-"""Read-only access to ledger.duckdb (FORMAT.md §5).
+"""Read-only access to ledger.duckdb (FORMAT.md §5), a file the operator crafted.
 
+It is opened with external access, extension loading and configuration changes
+off, so no view or macro in it can reach a file or pull in code. Before any row
+is read, its catalog must be the five tables of §5 and nothing else (a view, a
+macro, another table or a comment could make two readers see different ledgers,
+or keep data past its deletion), and no text value may exceed §5's caps, which
+are checked inside DuckDB (first from the column statistics, which cost no
+memory, then value by value) so that no oversized value ever reaches Python.
 Rows are copied into plain tuples and nothing in them is trusted: every value
-is later checked against hashes and signatures. The catalog is read too and
-compared with §5: anything beyond the five tables (another table, column,
-view, schema, comment …) is a place data could outlive its deletion. A table
-whose columns differ from §5 is reported and read as empty, so a retyped
-column (a BLOB payload, say) is a FAIL line, never a crash further on.
+is later checked against hashes and signatures. A §5 table whose columns differ
+is reported and read as empty, so a retyped column (a BLOB payload, say) is a
+FAIL line, never a crash further on.
 """
 
 from __future__ import annotations
 
+import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import duckdb
+
+from verifier.files import entry_problem
 
 
 class UnreadableInput(Exception):
@@ -78,49 +87,58 @@ SCHEMA: dict[str, tuple[tuple[str, str], ...]] = {
     "certificates": (("seq", "BIGINT"), ("task_id", "VARCHAR"), ("envelope", "VARCHAR")),
 }
 ORDER = {"events": "seq", "tree_heads": "size", "tasks": "task_id", "certificates": "seq"}
+LONG_TEXT = {("events", "payload"), ("certificates", "envelope")}
+TEXT_CAP = 1 << 20  # a LONG_TEXT value, in UTF-8 bytes
+SHORT_CAP = 4096  # every other VARCHAR value
+HOSTILE: dict[str, str | bool | int | float | list[str]] = {
+    "enable_external_access": False,
+    "autoinstall_known_extensions": False,
+    "autoload_known_extensions": False,
+    "lock_configuration": True,
+    "threads": 1,
+}
 
-# Every user-made catalog object of the ledger's database other than its tables.
-_OTHER_OBJECTS = """
-SELECT 'schema ' || schema_name FROM duckdb_schemas()
-  WHERE database_name = current_database() AND schema_name <> 'main'
-UNION ALL SELECT 'view ' || view_name FROM duckdb_views()
-  WHERE database_name = current_database() AND NOT internal
-UNION ALL SELECT 'sequence ' || sequence_name FROM duckdb_sequences()
-  WHERE database_name = current_database()
-UNION ALL SELECT 'index ' || index_name FROM duckdb_indexes()
-  WHERE database_name = current_database()
-UNION ALL SELECT 'macro ' || function_name FROM duckdb_functions()
-  WHERE database_name = current_database() AND NOT internal
-UNION ALL SELECT 'type ' || type_name FROM duckdb_types()
-  WHERE database_name = current_database() AND NOT internal
-UNION ALL SELECT 'comment on the database' FROM duckdb_databases()
-  WHERE database_name = current_database() AND coalesce(comment, '') <> ''
+_THIS_DB = "database_name = current_database()"
+_TABLE_NAMES = ", ".join(f"'{t}'" for t in SCHEMA)
+_OTHER_OBJECTS = f"""
+SELECT 'schema', schema_name FROM duckdb_schemas() WHERE {_THIS_DB} AND schema_name <> 'main'
+UNION ALL SELECT 'a comment or tags on schema', schema_name FROM duckdb_schemas()
+  WHERE {_THIS_DB} AND (coalesce(comment, '') <> '' OR cardinality(tags) > 0)
+UNION ALL SELECT 'view', view_name FROM duckdb_views() WHERE {_THIS_DB} AND NOT internal
+UNION ALL SELECT 'sequence', sequence_name FROM duckdb_sequences() WHERE {_THIS_DB}
+UNION ALL SELECT 'index', index_name FROM duckdb_indexes() WHERE {_THIS_DB}
+UNION ALL SELECT 'macro', function_name FROM duckdb_functions() WHERE {_THIS_DB} AND NOT internal
+UNION ALL SELECT 'type', type_name FROM duckdb_types() WHERE {_THIS_DB} AND NOT internal
+UNION ALL SELECT 'table', schema_name || '.' || table_name FROM duckdb_tables()
+  WHERE {_THIS_DB} AND (schema_name <> 'main' OR table_name NOT IN ({_TABLE_NAMES}))
+UNION ALL SELECT 'a comment or tags on table', table_name FROM duckdb_tables()
+  WHERE {_THIS_DB} AND (coalesce(comment, '') <> '' OR cardinality(tags) > 0)
+UNION ALL SELECT 'a default or comment on column', table_name || '.' || column_name
+  FROM duckdb_columns()
+  WHERE {_THIS_DB} AND (column_default IS NOT NULL OR coalesce(comment, '') <> '')
+UNION ALL SELECT 'a CHECK constraint on table', table_name FROM duckdb_constraints()
+  WHERE {_THIS_DB} AND constraint_type = 'CHECK'
+UNION ALL SELECT 'a comment on the database', database_name FROM duckdb_databases()
+  WHERE {_THIS_DB} AND coalesce(comment, '') <> ''
 """
-_TABLES = """
-SELECT schema_name, table_name, coalesce(comment, '') <> '' OR cardinality(tags) > 0
-FROM duckdb_tables() WHERE database_name = current_database() ORDER BY table_name
-"""
-_COLUMNS = """
-SELECT table_name, column_name, data_type, column_default IS NOT NULL OR coalesce(comment, '') <> ''
-FROM duckdb_columns() WHERE database_name = current_database() AND schema_name = 'main'
-ORDER BY table_name, column_index
+_COLUMNS = f"""
+SELECT c.table_name, c.column_name, c.data_type
+FROM duckdb_columns() c JOIN duckdb_tables() t ON c.table_oid = t.table_oid
+WHERE c.{_THIS_DB} AND c.schema_name = 'main'
+ORDER BY c.table_name, c.column_index
 """
 
 
-def _read_schema(con: duckdb.DuckDBPyConnection) -> tuple[set[str], list[str]]:
-    """The §5 tables that can be read, and every way the catalog differs from §5."""
-    problems = [f"unexpected {obj}" for (obj,) in con.execute(_OTHER_OBJECTS).fetchall()]
+def _read_schema(con: duckdb.DuckDBPyConnection, db: str) -> tuple[set[str], list[str]]:
+    """The §5 tables that can be read, and how the others' columns differ from §5."""
+    if other := con.execute(_OTHER_OBJECTS).fetchone():
+        raise UnreadableInput(
+            f"{db} holds {other[0]} {other[1]!r}, which FORMAT.md §5 does not allow"
+        )
     columns: dict[str, list[tuple[str, str]]] = {}
-    for table, column, dtype, annotated in con.execute(_COLUMNS).fetchall():
+    for table, column, dtype in con.execute(_COLUMNS).fetchall():
         columns.setdefault(table, []).append((column, dtype))
-        if annotated:
-            problems.append(f"column {table}.{column} has a default or a comment")
-    for schema, table, annotated in con.execute(_TABLES).fetchall():
-        if schema != "main" or table not in SCHEMA:
-            problems.append(f"unexpected table {schema}.{table}")
-        elif annotated:
-            problems.append(f"table {table} has a comment or tags")
-    readable = set()
+    readable, problems = set(), []
     for table, want in SCHEMA.items():
         got = tuple(columns.get(table, ()))
         if got == want:
@@ -133,18 +151,55 @@ def _read_schema(con: duckdb.DuckDBPyConnection) -> tuple[set[str], list[str]]:
     return readable, problems
 
 
+def _check_caps(con: duckdb.DuckDBPyConnection, db: str, table: str) -> None:
+    """Refuse text past §5's caps without fetching it: the statistics first (which cost no
+    memory, where strlen would load a huge value), then strlen for what they do not cover."""
+    caps = {
+        c: TEXT_CAP if (table, c) in LONG_TEXT else SHORT_CAP
+        for c, t in SCHEMA[table]
+        if t == "VARCHAR"
+    }
+    stats = con.execute(
+        "SELECT column_name, max(stats.max_string_length::UBIGINT) "
+        f"FROM pragma_storage_info('{table}') WHERE segment_type = 'VARCHAR' GROUP BY ALL"
+    ).fetchall()
+    for column, longest in stats:
+        if longest is not None and longest > caps.get(column, 0):
+            raise UnreadableInput(
+                f"{db}: {table}.{column} holds a {longest}-byte value, over FORMAT.md §5's cap"
+            )
+    key = ORDER.get(table, "NULL")
+    for column, cap in caps.items():
+        sql = f'SELECT {key} FROM {table} WHERE strlen("{column}") > {cap} LIMIT 1'
+        if row := con.execute(sql).fetchone():
+            where = f" of {key} {row[0]!r}" if table in ORDER else ""
+            raise UnreadableInput(
+                f"{db}: {table}.{column}{where} is over FORMAT.md §5's {cap}-byte cap"
+            )
+
+
 def read_ledger(ledger_dir: Path) -> LedgerDB:
-    if not ledger_dir.is_dir():
-        raise UnreadableInput(f"ledger folder {ledger_dir} does not exist")
+    try:
+        is_dir = stat.S_ISDIR(os.lstat(ledger_dir).st_mode)
+    except OSError:
+        is_dir = False
+    if not is_dir:
+        raise UnreadableInput(f"ledger folder {ledger_dir} does not exist or is a link")
     db = ledger_dir / "ledger.duckdb"
-    if not db.is_file():
+    for path in (db, ledger_dir / "ledger.duckdb.wal"):
+        # DuckDB opens both by name: a FIFO would block it, a link lead it elsewhere
+        if os.path.lexists(path) and (why := entry_problem(os.lstat(path))) is not None:
+            raise UnreadableInput(f"{path.name} in {ledger_dir} is {why}")
+    if not os.path.lexists(db):
         raise UnreadableInput(f"no ledger.duckdb in {ledger_dir}")
     try:
-        con = duckdb.connect(str(db), read_only=True)
+        con = duckdb.connect(str(db), read_only=True, config=HOSTILE)
     except Exception as exc:  # duckdb raises several unrelated types for bad or locked files
         raise UnreadableInput(f"cannot open {db}: {exc}") from None
     try:
-        readable, problems = _read_schema(con)
+        readable, problems = _read_schema(con, db.name)
+        for table in sorted(readable):
+            _check_caps(con, db.name, table)
 
         def rows(table: str) -> list[tuple[Any, ...]]:
             if table not in readable:
@@ -165,6 +220,8 @@ def read_ledger(ledger_dir: Path) -> LedgerDB:
             [(s, t, e) for s, t, e in rows("certificates")],
             problems,
         )
+    except UnreadableInput:
+        raise
     except Exception as exc:
         raise UnreadableInput(f"cannot read {db}: {exc}") from None
     finally:

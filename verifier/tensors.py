@@ -8,8 +8,11 @@ raw little-endian bytes, so digests never depend on numpy's view of them.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
+import mmap
+import os
 import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -20,9 +23,11 @@ import numpy as np
 import numpy.typing as npt
 import rfc8785
 
-from verifier.dsse import FormatError
+from verifier.dsse import FormatError, parse_json
+from verifier.files import open_regular, shown
 
 CHUNK = 16 * 1024 * 1024
+HEADER_CAP = 16 * 1024 * 1024
 ITEMSIZE = {
     "BOOL": 1,
     "U8": 1,
@@ -46,8 +51,11 @@ NUMPY: dict[str, np.dtype[Any]] = {
     "U8": np.dtype("u1"),
 }
 DTYPE_NAME = {dt: name for name, dt in NUMPY.items()}
+ENTRY_KEYS = ("dtype", "shape", "data_offsets")
 
 I64Array = npt.NDArray[np.int64]
+Layout = Mapping[str, tuple[str, tuple[int, ...]]]  # name → (dtype, shape)
+Entry = tuple[str, tuple[int, ...], int, int]  # dtype, shape, data offsets
 
 
 @dataclass(frozen=True)
@@ -63,75 +71,101 @@ class Tensor:
         return arr.reshape(self.shape)
 
 
-def read_safetensors(path: Path, *, strict: bool = True) -> dict[str, Tensor]:
-    """Parse a safetensors file; `strict` (the default) is for the ledger's own files.
+def read_safetensors(path: Path, layout: Layout | None = None) -> dict[str, Tensor]:
+    """Check the header and the file's size, then map the data; no tensor byte is read here.
 
-    Strict means every byte is accounted for (FORMAT.md §2): a compact JSON header
-    padded with at most 7 spaces, no metadata, exactly dtype/shape/data_offsets per
-    entry, and tensor data that tiles the rest of the file. The digest covers only
-    names, shapes and data, so any other byte would be a place to keep a deleted
-    task's vector inside a folder that still verifies. base/model.safetensors is read
-    with strict=False: its whole file is pinned by base_files' SHA-256 instead.
+    `layout` is for the ledger's own files, which must be tight (FORMAT.md §2): exactly
+    those tensors, a compact header padded to a multiple of 8, no metadata, and data in
+    name order that tiles the rest of the file. The digest covers only names, shapes and
+    data, so any other byte would be a place to keep a deleted task's vector inside a
+    folder that still verifies. Without a layout (base/model.safetensors, whose every
+    byte base_files pins) the file need only be as long as its header says. Either way
+    the header is bounded and the size checked before any data is touched, so a forged
+    header or a sparse file costs neither memory nor time.
     """
-    try:
-        blob = path.read_bytes()
-    except OSError as exc:
-        raise FormatError(f"{path.name}: cannot read: {exc.strerror}") from None
-    if len(blob) < 8:
-        raise FormatError(f"{path.name}: truncated")
-    (n,) = struct.unpack("<Q", blob[:8])
-    if n > len(blob) - 8:
-        raise FormatError(f"{path.name}: header length {n} exceeds the file")
-    raw = blob[8 : 8 + n]
-    try:
-        header = json.loads(raw)
-    except (ValueError, RecursionError):
-        raise FormatError(f"{path.name}: header is not JSON") from None
-    if not isinstance(header, dict):
-        raise FormatError(f"{path.name}: header is not a JSON object")
-    if strict:
-        _check_tight_header(path.name, raw, header)
-    data = memoryview(blob)[8 + n :]
-    out: dict[str, Tensor] = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        try:
-            dtype, shape, (lo, hi) = info["dtype"], info["shape"], info["data_offsets"]
-        except (TypeError, KeyError, ValueError):
-            raise FormatError(f"{path.name}: bad header entry for {name!r}") from None
-        if (
-            dtype not in ITEMSIZE
-            or not isinstance(shape, list)
-            or not all(type(d) is int and d >= 0 for d in shape)
-            or not all(type(o) is int for o in (lo, hi))
-            or not 0 <= lo <= hi <= len(data)
-            or hi - lo != math.prod(shape) * ITEMSIZE[dtype]
-            or (strict and set(info) != {"dtype", "shape", "data_offsets"})
-        ):
-            raise FormatError(f"{path.name}: inconsistent header entry for {name!r}")
-        out[name] = Tensor(dtype, tuple(shape), data[lo:hi])
-    if strict:
-        end = 0
-        for lo, hi in sorted(tuple(header[k]["data_offsets"]) for k in out):
-            if lo != end:
-                raise FormatError(f"{path.name}: tensor data has a gap or overlap at byte {lo}")
-            end = hi
-        if end != len(data):
-            raise FormatError(f"{path.name}: {len(data) - end} bytes after the tensor data")
-    return out
+    name = shown(path)
+    with open_regular(path) as (fd, size):
+        if size < 8:
+            raise FormatError(f"{name}: truncated")
+        (n,) = struct.unpack("<Q", os.pread(fd, 8, 0))
+        cap = HEADER_CAP if layout is None else _header_bound(layout)
+        if n > min(cap, size - 8):
+            raise FormatError(f"{name}: header length {n} exceeds the file or {cap} bytes")
+        raw = os.pread(fd, n, 8)
+        header = parse_json(raw, f"{name} header")
+        if not isinstance(header, dict):
+            raise FormatError(f"{name}: header is not a JSON object")
+        entries = {
+            k: _entry(name, k, v, layout is not None)
+            for k, v in header.items()
+            if k != "__metadata__"
+        }
+        if layout is not None:
+            _check_tight(name, raw, header, entries, layout)
+        end = 8 + n + max((e[3] for e in entries.values()), default=0)
+        if size != end:
+            raise FormatError(f"{name}: {size} bytes, but its header accounts for {end}")
+        data = memoryview(mmap.mmap(fd, size, access=mmap.ACCESS_READ))[8 + n :]
+    return {k: Tensor(d, s, data[lo:hi]) for k, (d, s, lo, hi) in entries.items()}
 
 
-def _check_tight_header(name: str, raw: bytes, header: dict[str, Any]) -> None:
-    """The header must be its own compact JSON: whitespace, escapes or metadata could carry data."""
+def _entry(file: str, name: str, info: object, tight: bool) -> Entry:
+    if not isinstance(info, dict) or not set(ENTRY_KEYS) <= set(info):
+        raise FormatError(f"{file}: bad header entry for {name!r}")
+    dtype, shape, offsets = (info[k] for k in ENTRY_KEYS)
+    if (
+        not isinstance(dtype, str)
+        or dtype not in ITEMSIZE
+        or not isinstance(shape, list)
+        or not all(type(d) is int and d >= 0 for d in shape)
+        or not isinstance(offsets, list)
+        or len(offsets) != 2
+        or not all(type(o) is int for o in offsets)
+        or not 0 <= offsets[0] <= offsets[1]
+        or offsets[1] - offsets[0] != math.prod(shape) * ITEMSIZE[dtype]
+        or (tight and len(info) != len(ENTRY_KEYS))
+    ):
+        raise FormatError(f"{file}: inconsistent header entry for {name!r}")
+    return dtype, tuple(shape), offsets[0], offsets[1]
+
+
+def _header_bound(layout: Layout) -> int:
+    """The longest tight header `layout` allows (escaped names, empty metadata, 7 spaces), so
+    a header that could not be valid is never parsed: a JSON parser's objects are far bigger
+    than the text that makes them."""
+    names = sorted(layout, key=str.encode)
+    sizes = [math.prod(layout[k][1]) * ITEMSIZE[layout[k][0]] for k in names]
+    header = {
+        k: {"dtype": layout[k][0], "shape": list(layout[k][1]), "data_offsets": [lo, lo + b]}
+        for k, lo, b in zip(names, itertools.accumulate(sizes, initial=0), sizes, strict=False)
+    }
+    return len(json.dumps(header, separators=(",", ":"))) + len(',"__metadata__":{}') + 7
+
+
+def _check_tight(
+    file: str, raw: bytes, header: dict[str, Any], entries: dict[str, Entry], layout: Layout
+) -> None:
     text = raw.rstrip(b" ")
     compact = {
         json.dumps(header, separators=(",", ":"), ensure_ascii=a).encode() for a in (True, False)
     }
-    if len(raw) - len(text) > 7 or text not in compact:
-        raise FormatError(f"{name}: header is not compact JSON padded with at most 7 spaces")
+    if len(raw) % 8 or len(raw) - len(text) > 7 or text not in compact:
+        raise FormatError(f"{file}: header is not compact JSON padded to a multiple of 8 bytes")
     if header.get("__metadata__", {}) != {}:
-        raise FormatError(f"{name}: header has a non-empty __metadata__")
+        raise FormatError(f"{file}: header has a non-empty __metadata__")
+    if set(entries) != set(layout):
+        missing, extra = sorted(set(layout) - set(entries)), sorted(set(entries) - set(layout))
+        raise FormatError(f"{file}: tensors missing {missing[:3]}, unexpected {extra[:3]}")
+    if list(entries) != sorted(entries, key=str.encode):
+        raise FormatError(f"{file}: tensors are not in UTF-8 byte order of their names")
+    end = 0
+    for name, (dtype, shape, lo, hi) in entries.items():
+        if (dtype, shape) != layout[name]:
+            want, dims = layout[name]
+            raise FormatError(f"{file}: {name} is {dtype} {list(shape)}, not {want} {list(dims)}")
+        if lo != end:
+            raise FormatError(f"{file}: tensor data has a gap or overlap at byte {lo}")
+        end = hi
 
 
 def tensor_digest(name: str, dtype: str, shape: Iterable[int], data: bytes | memoryview) -> bytes:
@@ -146,7 +180,7 @@ def tensor_digest(name: str, dtype: str, shape: Iterable[int], data: bytes | mem
 
 def set_digest(tensors: Mapping[str, Tensor]) -> str:
     h = hashlib.sha256(b"ulg:tensorset:v1\x00" + struct.pack("<Q", len(tensors)))
-    for name in sorted(tensors, key=lambda s: s.encode("utf-8")):
+    for name in sorted(tensors, key=str.encode):
         t = tensors[name]
         h.update(tensor_digest(name, t.dtype, t.shape, t.data))
     return "sha256:" + h.hexdigest()
