@@ -143,11 +143,44 @@ TAMPERING: dict[str, tuple[Callable[[Path], None], str]] = {
     ),
     "macro-planted": (
         lambda led: _sql(led, "CREATE MACRO steal(p) AS p"),
-        "holds macro steal",
+        "holds macro 'steal'",
     ),
     "oversized-event-payload": (
         lambda led: _sql(led, "UPDATE events SET payload = repeat('x', 2000000) WHERE seq = 1"),
         "over FORMAT.md §5's cap",
+    ),
+    "macro-shadowing-a-built-in-hides-a-planted-table": (
+        lambda led: _sql(
+            led,
+            "CREATE MACRO current_database() AS CASE WHEN contains(current_query(), "
+            "'duckdb_views') THEN 'nowhere' ELSE 'ledger' END",
+            "CREATE TABLE kept AS SELECT 1 AS vector",
+        ),
+        "holds macro 'current_database'",
+    ),
+    "bytes-appended-to-the-database": (
+        lambda led: (led / "ledger.duckdb").write_bytes(
+            (led / "ledger.duckdb").read_bytes() + b"\x01" * 4096
+        ),
+        "bytes past its last block",
+    ),
+    "journal-for-an-impossible-write-deletes-an-active-vector": (
+        lambda led: (led / "journal.json").write_text(
+            json.dumps({"target_size": 1, "moves": [], "deletes": ["vectors/a.safetensors"]})
+        ),
+        "no write made it",
+    ),
+    "sparse-base-file-over-the-cap": (
+        lambda led: os.truncate(led / "base" / "config.json", 100 << 20),
+        "over FORMAT.md §1's",
+    ),
+    "many-rows-of-compressible-text": (
+        lambda led: _sql(
+            led,
+            "INSERT INTO events SELECT 1000 + i, 'add', 'x', repeat('A', 100000) "
+            "FROM range(3000) t(i)",
+        ),
+        "bytes of text (FORMAT.md §5)",
     ),
     "column-default-planted": (
         lambda led: _sql(led, "ALTER TABLE tasks ALTER COLUMN method SET DEFAULT 'sift'"),

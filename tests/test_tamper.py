@@ -185,10 +185,9 @@ def _walk(value: Any, where: str = "") -> Iterator[tuple[str, Any]]:
     """(where, a copy of `value` with exactly one change) for every change anywhere inside."""
     for what, changed in _changes(value):
         yield f"{where or '/'} {what}", changed
+    children: list[tuple[Any, Any]] = []
     if isinstance(value, dict | list):
-        children = value.items() if isinstance(value, dict) else enumerate(value)
-    else:
-        children = iter(())
+        children = list(value.items() if isinstance(value, dict) else enumerate(value))
     for key, child in children:
         for what, changed in _walk(child, f"{where}/{key}"):
             copy = dict(value) if isinstance(value, dict) else list(value)
@@ -257,7 +256,7 @@ def _tensor_cases(blob: bytes) -> dict[str, bytes]:
     same_size = {"I64": "F64", "U8": "I8", "F32": "I32"}
     cases = {}
     for name, entry in header.items():
-        fields = [("dtype", same_size[entry["dtype"]])]
+        fields: list[tuple[str, Any]] = [("dtype", same_size[entry["dtype"]])]
         fields += [
             (f"shape[{i}]", [*entry["shape"][:i], d + 1, *entry["shape"][i + 1 :]])
             for i, d in enumerate(entry["shape"])

@@ -558,3 +558,62 @@ def test_head_dated_before_its_last_event(
     _rewrite(led, signer, _events(led), head_times={5: "1970-01-01T00:00:00Z"})
     assert "tree-heads" in _audit(made, led)
     assert "tree-heads" in _check(made, led, 4)
+
+
+# --- 9. no unknown fields, and ranges (FORMAT.md §6, §10) ---------------------------------------
+
+
+def _set(path: str, value: Any) -> Callable[[list[Event]], None]:
+    """Set events[seq]/key/… = value, for a path written `seq/key/…`."""
+    seq, *keys = path.split("/")
+
+    def change(events: list[Event]) -> None:
+        obj = events[int(seq)]
+        for k in keys[:-1]:
+            obj = obj[k]
+        obj[keys[-1]] = value
+
+    return change
+
+
+def _both_seeds(value: int) -> Callable[[list[Event]], None]:
+    """The seed of event 3's spec and of its determinism.spec, which must stay equal."""
+
+    def change(events: list[Event]) -> None:
+        for path in ("3/spec/seed", "3/determinism/spec/seed"):
+            _set(path, value)(events)
+
+    return change
+
+
+EVENT_FIELDS: dict[str, tuple[Callable[[list[Event]], None], str]] = {
+    "init-extra": (_set("0/note", "q_a"), "unexpected field 'note'"),
+    "add-extra": (_set("1/note", "q_a"), "unexpected field 'note'"),
+    "unlearn-extra": (_set("4/note", "q_a"), "unexpected field 'note'"),
+    "spec-extra": (_set("3/spec/note", "q_a"), "unexpected field 'note'"),
+    "determinism-extra": (_set("3/determinism/note", "q_a"), "unexpected field 'note'"),
+    "fixed-not-an-object": (_set("3/determinism/fixed", []), "'fixed' has the wrong type"),
+    "n_records-zero": (_set("3/n_records", 0), "'n_records' is 0"),
+    "n_records-true": (_set("3/n_records", True), "'n_records' has the wrong type"),
+    "scale_bits-63": (_set("0/scale_bits", 63), "'scale_bits' is 63"),
+    "threads-zero": (_set("0/threads", 0), "'threads' is 0"),
+    "seed-negative": (_both_seeds(-1), "'seed' is -1"),
+}
+
+
+@pytest.mark.parametrize("attack", sorted(EVENT_FIELDS))
+def test_unknown_field_or_range_in_an_event_is_a_fail(
+    made: dict[str, Path], tmp_path: Path, signer: Ed25519PrivateKey, attack: str
+) -> None:
+    """Re-signed by the key holder, so only the field rules fail; `check` replays them too."""
+    change, detail = EVENT_FIELDS[attack]
+    led = _copy(made, tmp_path)
+    events = _events(led)
+    change(events)
+    _rewrite(led, signer, events)
+    for results in (
+        run_audit(led, made["pub"].read_bytes()),
+        run_check(led, (led / "certificates/5.dsse.json").read_bytes(), made["pub"].read_bytes()),
+    ):
+        replay = {r.name: r for r in results}["replay"]
+        assert replay.status == "FAIL" and detail in replay.detail, replay

@@ -126,7 +126,7 @@ print(json.dumps([os.waitstatus_to_exitcode(status), usage.ru_maxrss, time.monot
 def _audit_process(led: Path, pub: Path, tmp_path: Path) -> Audit:
     """`verifier audit` in a fresh process: its exit code, output, peak RSS (KiB) and time."""
     out, err = tmp_path / "audit.out", tmp_path / "audit.err"
-    command = [VERIFIER, "audit", "--ledger", led, "--public-key", pub]
+    command: list[str | Path] = [VERIFIER, "audit", "--ledger", led, "--public-key", pub]
     launched = subprocess.run(
         [sys.executable, "-S", "-c", _LAUNCHER, out, err, *command],
         capture_output=True,
@@ -146,7 +146,8 @@ def baseline(genuine: dict[str, Path], tmp_path_factory: pytest.TempPathFactory)
 
 def _bounded(run: Audit, baseline: Audit, expect: str) -> None:
     """Refused (an error line or a FAIL) within 5 s and twice the genuine audit's peak RSS."""
-    print(f"peak RSS {run.rss_kib} KiB (genuine {baseline.rss_kib}), {run.seconds:.2f} s")
+    case = os.environ.get("PYTEST_CURRENT_TEST", "").split("::")[-1].removesuffix(" (call)")
+    print(f"\n{case}: peak RSS {run.rss_kib} KiB (genuine {baseline.rss_kib}), {run.seconds:.2f} s")
     assert run.code == 1 and expect in run.err, run.err
     assert run.seconds < 5
     assert run.rss_kib <= 2 * baseline.rss_kib
@@ -231,10 +232,11 @@ def test_catalog_object_beyond_section_5_is_refused(
 ) -> None:
     statement, named = CATALOG[obj]
     _sql(led, statement)
-    for run in (
+    runs: list[Callable[[], dict[str, str]]] = [
         lambda: _audit(genuine, led),
         lambda: _check(genuine, led, genuine["cert"].read_bytes()),
-    ):
+    ]
+    for run in runs:
         with pytest.raises(UnreadableInput, match=r"which FORMAT\.md §5 does not allow") as exc:
             run()
         assert named in str(exc.value) and "\n" not in str(exc.value)
@@ -579,3 +581,100 @@ def test_certificate_heads_differ_from_stored_rows(
     failed = _check(genuine, genuine["led"], _resigned(genuine, signer, statement))
     assert set(failed) == {"tree-heads"}
     assert "not, byte for byte, the ledger's stored head of size 4" in failed["tree-heads"]
+
+
+# --- 5. what an attack review found after the first round --------------------------------------
+
+_SHADOW = (
+    "CREATE MACRO current_database() AS CASE WHEN contains(current_query(), 'duckdb_views') "
+    "THEN 'nowhere' ELSE 'ledger' END"
+)
+
+
+@pytest.mark.parametrize(
+    "statements",
+    [
+        (_SHADOW, "CREATE TABLE kept AS SELECT 1 AS vector", "CREATE VIEW v AS SELECT 1"),
+        ("CREATE MACRO strlen(x) AS 0",),
+        (
+            "CREATE MACRO pragma_storage_info(t) AS TABLE SELECT 'x' AS column_name, "
+            "NULL AS stats, 'VARCHAR' AS segment_type",
+        ),
+    ],
+    ids=["current-database-shadowed", "strlen-shadowed", "storage-info-shadowed"],
+)
+def test_a_macro_named_like_a_built_in_cannot_blind_the_catalog_check(
+    genuine: dict[str, Path], led: Path, statements: tuple[str, ...]
+) -> None:
+    _sql(led, *statements)
+    with pytest.raises(UnreadableInput, match=r"holds (macro|table_macro)"):
+        run_audit(led, genuine["pub"].read_bytes())
+
+
+def test_a_link_at_the_databases_temp_folder_is_refused_before_opening(
+    genuine: dict[str, Path], led: Path
+) -> None:
+    """DuckDB may always read below <db>.tmp/, external access off or not."""
+    (led / "ledger.duckdb.tmp").symlink_to("/")
+    with pytest.raises(UnreadableInput, match=r"ledger\.duckdb\.tmp"):
+        run_audit(led, genuine["pub"].read_bytes())
+
+
+def test_bytes_appended_to_the_database_are_refused(genuine: dict[str, Path], led: Path) -> None:
+    """A deleted vector kept after DuckDB's last block would pass every SQL-level check."""
+    vector = (genuine["led"] / "vectors" / "a.safetensors").read_bytes()
+    with (led / "ledger.duckdb").open("ab") as handle:
+        handle.write(vector)
+    with pytest.raises(UnreadableInput, match="bytes past its last block"):
+        run_audit(led, genuine["pub"].read_bytes())
+
+
+def test_a_write_ahead_log_left_behind_is_refused_before_opening(
+    genuine: dict[str, Path], led: Path
+) -> None:
+    """DuckDB replays a WAL into memory on opening; it could also hold dropped data."""
+    (led / "ledger.duckdb.wal").write_bytes(b"\0" * 4096)
+    with pytest.raises(UnreadableInput, match="the ledger was not closed"):
+        run_audit(led, genuine["pub"].read_bytes())
+
+
+def test_many_rows_of_compressible_text_are_refused_from_statistics(
+    genuine: dict[str, Path], led: Path
+) -> None:
+    _sql(
+        led,
+        "INSERT INTO events SELECT 1000 + i, 'add', 'x', repeat('A', 100000) FROM range(3000) t(i)",
+    )
+    with pytest.raises(UnreadableInput, match="bytes of text, over"):
+        run_audit(led, genuine["pub"].read_bytes())
+
+
+def test_a_certificate_with_a_byte_order_mark_is_refused(genuine: dict[str, Path]) -> None:
+    """json.loads accepts a BOM: two different files would verify as the same certificate."""
+    cert = b"\xef\xbb\xbf" + genuine["cert"].read_bytes()
+    with pytest.raises(UnreadableInput, match="byte-order mark"):
+        run_check(genuine["led"], cert, genuine["pub"].read_bytes())
+
+
+def test_a_fifo_given_as_the_certificate_does_not_block(
+    genuine: dict[str, Path], tmp_path: Path
+) -> None:
+    fifo = tmp_path / "cert.fifo"
+    os.mkfifo(fifo)
+    result = subprocess.run(
+        [
+            VERIFIER,
+            "check",
+            "--ledger",
+            genuine["led"],
+            "--certificate",
+            fifo,
+            "--public-key",
+            genuine["pub"],
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 1 and "is not a regular file" in result.stderr

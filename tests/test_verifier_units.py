@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from safetensors.numpy import save_file
 
 from verifier.cli import main
-from verifier.dsse import FormatError, b64decode, pae, parse_envelope, parse_jcs
+from verifier.dsse import FormatError, b64decode, pae, parse_envelope, parse_jcs, parse_json
 from verifier.merkle import (
     MerkleTree,
     leaf_hash,
@@ -169,6 +169,42 @@ def test_dsse_pae_vector_and_envelope() -> None:
     assert parse_jcs(b'{"a":2,"b":[1,"x"]}', "canonical") == {"a": 2, "b": [1, "x"]}
 
 
+def test_strict_json_refuses_repeated_keys() -> None:
+    """Readers disagree on which copy of a repeated key wins, so none is accepted, at any depth."""
+    assert parse_json(b'{"a":{"b":1},"c":[{"b":2}]}', "x") == {"a": {"b": 1}, "c": [{"b": 2}]}
+    for text in (b'{"a":1,"a":1}', b'{"a":{"b":1,"b":2}}', b'[{"x":0},{"y":1,"y":1}]'):
+        with pytest.raises(FormatError, match="duplicate key"):
+            parse_json(text, "x")
+    with pytest.raises(FormatError, match="duplicate key"):
+        parse_jcs(b'{"a":1,"a":1}', "x")
+
+
+def test_base64_must_be_canonical() -> None:
+    """'QQ==' and 'QR==' both decode to b'A' in lenient decoders: only the first is accepted."""
+    assert b64decode("QQ==", "x") == b"A"
+    for text in ("QR==", "QQ", "QQ==\n", "Q Q==", "QQ=="[::-1]):
+        with pytest.raises(FormatError):
+            b64decode(text, "x")
+
+
+def test_envelope_has_exactly_its_fields_and_one_signature() -> None:
+    sig = {"keyid": "k", "sig": base64.b64encode(bytes(64)).decode()}
+    env = {"payload": "e30=", "payloadType": "t", "signatures": [sig]}
+    assert parse_envelope(env).sig == bytes(64)
+    short = {**sig, "sig": base64.b64encode(bytes(63)).decode()}
+    for bad in (
+        {**env, "x": 1},
+        {k: v for k, v in env.items() if k != "payloadType"},
+        {**env, "signatures": []},
+        {**env, "signatures": [sig, sig]},
+        {**env, "signatures": [{**sig, "x": 1}]},
+        {**env, "signatures": [{"sig": sig["sig"]}]},
+        {**env, "signatures": [short]},
+    ):
+        with pytest.raises(FormatError):
+            parse_envelope(bad)
+
+
 def _hand_tensor_digest(name: str, dtype: str, shape: list[int], data: bytes) -> bytes:
     meta = json.dumps(
         {"dtype": dtype, "name": name, "shape": shape}, separators=(",", ":"), sort_keys=True
@@ -289,9 +325,9 @@ def test_strict_read_accounts_for_every_byte(tmp_path: Path) -> None:
     }
     for what, content in refused_by_both.items():
         path.write_bytes(content)
-        for layout in (None, one):
+        for strict in (False, True):
             with pytest.raises(FormatError):
-                read_safetensors(path, layout)
+                read_safetensors(path, one if strict else None)
             assert what
 
 

@@ -42,6 +42,7 @@ from verifier.tensors import sign_violations as violations
 from verifier.trusted import check_trusted, read_trusted, remember, remembered
 
 FORMAT = "ulg/ledger/v1"
+BASE_FILE_CAP = 1 << 26  # a base file other than the weights (whose header bounds them)
 CONFIG_FIELDS = (
     "base_digest",
     "sign_seed",
@@ -249,6 +250,8 @@ def check_base(ctx: Context) -> None:
     for rel, want in sorted(files.items()):
         if rel not in entries or entry_problem(entries[rel]) is not None:
             problems.append(f"base file {rel!r} is not a plain file directly in base/")
+        elif rel != "model.safetensors" and entries[rel].st_size > BASE_FILE_CAP:
+            problems.append(f"base/{rel} is over FORMAT.md §1's {BASE_FILE_CAP}-byte cap")
         elif sha256_regular(base / rel) != want:
             problems.append(f"base/{rel} does not match its recorded SHA-256")
     if set_digest(ctx.base()) != ctx.init.get("base_digest"):

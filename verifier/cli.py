@@ -8,6 +8,8 @@ line too, because an auditor's tool must not answer tampering with a traceback.
 
 from __future__ import annotations
 
+import os
+import stat
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -21,9 +23,12 @@ from verifier.ledger_reader import TEXT_CAP, UnreadableInput
 
 
 def _read(path: Path, what: str) -> bytes:
-    """At most TEXT_CAP bytes: no certificate or key is longer, and the file may be hostile."""
+    """At most TEXT_CAP bytes of a regular file (a FIFO would block): the file may be hostile."""
     try:
-        with path.open("rb") as handle:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        with os.fdopen(fd, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise UnreadableInput(f"{what} {path} is not a regular file")
             data = handle.read(TEXT_CAP + 1)
     except OSError as exc:
         raise UnreadableInput(f"cannot read {what} {path}: {exc.strerror}") from None

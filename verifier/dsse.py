@@ -87,8 +87,14 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def parse_json(data: bytes | str, what: str) -> Any:
-    """Strict JSON: a duplicated key is refused, since readers disagree on which copy wins."""
+    """Strict JSON: a duplicated key is refused, since readers disagree on which copy wins;
+    bytes must be UTF-8 without a byte-order mark (json.loads would accept UTF-16 or a BOM,
+    so two different files would verify as one)."""
     try:
+        if isinstance(data, bytes):
+            if data.startswith(b"\xef\xbb\xbf"):
+                raise FormatError("starts with a byte-order mark")
+            data = data.decode("utf-8")
         return json.loads(data, parse_constant=_no_constants, object_pairs_hook=_unique_keys)
     except FormatError as exc:
         raise FormatError(f"{what}: {exc}") from None

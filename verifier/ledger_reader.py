@@ -90,6 +90,15 @@ ORDER = {"events": "seq", "tree_heads": "size", "tasks": "task_id", "certificate
 LONG_TEXT = {("events", "payload"), ("certificates", "envelope")}
 TEXT_CAP = 1 << 20  # a LONG_TEXT value, in UTF-8 bytes
 SHORT_CAP = 4096  # every other VARCHAR value
+TOTAL_CAP = 1 << 28  # all text of the database together, from its statistics
+_HEADER_BYTES = 3 * 4096  # DuckDB's file header and its two database headers
+# Run before any other query, with no unqualified function in it: a database may
+# hold a macro named like a built-in (current_database, strlen, even a table
+# macro pragma_storage_info), which every later query would call instead.
+_USER_FUNCTIONS = (
+    "SELECT function_type, function_name FROM system.main.duckdb_functions() WHERE NOT internal"
+)
+_BLOCKS = "SELECT block_size, total_blocks FROM system.main.pragma_database_size()"
 HOSTILE: dict[str, str | bool | int | float | list[str]] = {
     "enable_external_access": False,
     "autoinstall_known_extensions": False,
@@ -151,6 +160,30 @@ def _read_schema(con: duckdb.DuckDBPyConnection, db: str) -> tuple[set[str], lis
     return readable, problems
 
 
+def _check_storage(con: duckdb.DuckDBPyConnection, db: Path) -> None:
+    """No user function (see _USER_FUNCTIONS), no bytes past DuckDB's blocks (they could keep
+    a deleted vector), and no more text in all than TOTAL_CAP (from statistics, unfetched)."""
+    if found := con.execute(_USER_FUNCTIONS).fetchone():
+        raise UnreadableInput(
+            f"{db.name} holds {found[0]} {found[1]!r}, which FORMAT.md §5 does not allow"
+        )
+    block_size, blocks = con.execute(_BLOCKS).fetchone() or (0, 0)
+    if os.lstat(db).st_size > _HEADER_BYTES + block_size * blocks:
+        raise UnreadableInput(f"{db.name} has bytes past its last block (FORMAT.md §5)")
+    total = 0
+    for table in SCHEMA:
+        if con.execute(
+            "SELECT 1 FROM duckdb_tables() WHERE schema_name = 'main' AND table_name = ?", [table]
+        ).fetchone():
+            (size,) = con.execute(
+                "SELECT coalesce(sum(stats.total_string_length::UBIGINT), 0) "
+                f"FROM pragma_storage_info('{table}') WHERE segment_type = 'VARCHAR'"
+            ).fetchone() or (0,)
+            total += int(size)
+    if total > TOTAL_CAP:
+        raise UnreadableInput(f"{db.name} holds {total} bytes of text, over FORMAT.md §5's cap")
+
+
 def _check_caps(con: duckdb.DuckDBPyConnection, db: str, table: str) -> None:
     """Refuse text past §5's caps without fetching it: the statistics first (which cost no
     memory, where strlen would load a huge value), then strlen for what they do not cover."""
@@ -192,11 +225,20 @@ def read_ledger(ledger_dir: Path) -> LedgerDB:
             raise UnreadableInput(f"{path.name} in {ledger_dir} is {why}")
     if not os.path.lexists(db):
         raise UnreadableInput(f"no ledger.duckdb in {ledger_dir}")
+    if os.path.lexists(ledger_dir / "ledger.duckdb.tmp"):  # DuckDB may always read in there
+        raise UnreadableInput(f"{ledger_dir} holds ledger.duckdb.tmp, which FORMAT.md §1 forbids")
+    wal = ledger_dir / "ledger.duckdb.wal"
+    if os.path.lexists(wal) and os.lstat(wal).st_size:  # replayed into memory on opening
+        raise UnreadableInput(
+            f"{wal.name} holds {os.lstat(wal).st_size} bytes: the ledger was not closed; "
+            "let a ledger command recover it first (FORMAT.md §5)"
+        )
     try:
         con = duckdb.connect(str(db), read_only=True, config=HOSTILE)
     except Exception as exc:  # duckdb raises several unrelated types for bad or locked files
         raise UnreadableInput(f"cannot open {db}: {exc}") from None
     try:
+        _check_storage(con, db)
         readable, problems = _read_schema(con, db.name)
         for table in sorted(readable):
             _check_caps(con, db.name, table)

@@ -162,7 +162,7 @@ def _read_plan(root: Path) -> Plan:
         plan.deletes = [str(d) for d in data["deletes"]]
         for relative in plan.deletes:
             _inside(root, relative, deletion=True)
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
         raise LedgerError(f"{root / JOURNAL} is damaged ({exc}); restore the folder") from exc
     return plan
 
@@ -182,6 +182,11 @@ def settle(root: Path, committed_size: int, plan: Plan | None = None) -> str | N
         if not os.path.lexists(root / JOURNAL):
             return None
         plan = _read_plan(root)
+        if plan.target_size not in (committed_size, committed_size + 1):
+            raise LedgerError(
+                f"{root / JOURNAL} plans write {plan.target_size} but the log holds "
+                f"{committed_size} events: no write made it; restore the folder"
+            )
     if committed_size >= plan.target_size:
         apply_plan(root, plan)
         return "finished"

@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 
 from ledger._internal.errors import LedgerError
+from ledger._internal.safefs import read_user_file
 
 
 def generate(path: Path) -> Path:
@@ -50,7 +51,7 @@ def load_private(path: Path) -> Ed25519PrivateKey:
     try:
         if path.stat().st_mode & 0o077:
             raise LedgerError(f"private key {path} is readable by others; chmod 600 it")
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        key = serialization.load_pem_private_key(read_user_file(path, 1 << 16), password=None)
     except OSError as exc:
         raise LedgerError(f"cannot read key {path}: {exc.strerror}") from exc
     except (ValueError, TypeError) as exc:
@@ -63,7 +64,7 @@ def load_private(path: Path) -> Ed25519PrivateKey:
 def load_public(path: Path) -> Ed25519PublicKey:
     """A public key the caller trusts (SubjectPublicKeyInfo PEM), to check a folder against."""
     try:
-        key = serialization.load_pem_public_key(path.read_bytes())
+        key = serialization.load_pem_public_key(read_user_file(path, 1 << 16))
     except OSError as exc:
         raise LedgerError(f"cannot read public key {path}: {exc.strerror}") from exc
     except (ValueError, TypeError) as exc:

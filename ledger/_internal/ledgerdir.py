@@ -34,6 +34,7 @@ from ledger._internal.safefs import entries, read_regular, sha256_file
 from ledger._internal.store import Config, SignedHead, Store, StoreLocked, TaskRow, Write
 from ledger._internal.tensorfile import (
     Layout,
+    check_size,
     read_tensors,
 )
 from ledger._internal.treehead import head_fields, sign_head
@@ -107,6 +108,11 @@ class Ledger:
         present = {p.name for p in entries(self.base_dir, self.root)}  # scan: flat, regular
         if present != set(recorded):
             raise LedgerError("base/ does not hold the files signed at init")
+        for name in sorted(recorded):  # sizes first: a sparse file would take hours to hash
+            if name == "model.safetensors":
+                check_size(self.base_dir / name, self.root)
+            elif (self.base_dir / name).stat().st_size > BASE_FILE_BYTES:
+                raise LedgerError(f"base/{name} is over FORMAT.md §1's {BASE_FILE_BYTES}-byte cap")
         for name, digest in sorted(recorded.items()):
             if sha256_file(self.base_dir / name, self.root) != digest:
                 raise LedgerError(f"base/{name} differs from the file signed at init")
@@ -212,6 +218,10 @@ def _replay_task(tasks: dict[str, TaskRow], event: dict[str, Any]) -> None:
         raise LedgerError(f"event {event['seq']} is not a valid {event['kind']} of {task_id!r}")
 
 
+WAL = DB_NAME + ".wal"
+BASE_FILE_BYTES = 1 << 26  # a base file other than the weights, whose header bounds them
+
+
 def _connect(root: Path, read_only: bool, wait: float) -> Store:
     """DuckDB lets one read-write or many read-only connections hold the file: wait our turn."""
     deadline = time.monotonic() + wait
@@ -256,7 +266,7 @@ def open_ledger(
         with journal.writer_lock(root, wait):
             store = _connect(root, read_only=False, wait=wait)
             try:
-                store.check_catalog()
+                store.check_catalog(root / DB_NAME)
                 journal.settle(root, store.size())
                 journal.remove_leftovers(root, scan(root))
                 yield _checked(root, store, trusted, [])
@@ -265,13 +275,15 @@ def open_ledger(
         return
     store = _connect(root, read_only=True, wait=wait)
     try:
-        store.check_catalog()
-        if any(os.path.lexists(root / name) for name in (JOURNAL, JOURNAL + ".tmp")):
+        store.check_catalog(root / DB_NAME)
+        if any(os.path.lexists(root / name) for name in (JOURNAL, JOURNAL + ".tmp")) or (
+            os.path.lexists(root / WAL) and os.lstat(root / WAL).st_size
+        ):  # a write a crash interrupted: recovery checkpoints the WAL too
             store.close()
             with open_ledger(root, trusted=trusted, write=True, wait=wait):
                 pass  # recovery: the crashed write finished or rolled back
             store = _connect(root, read_only=True, wait=wait)
-            store.check_catalog()
+            store.check_catalog(root / DB_NAME)
         yield _checked(root, store, trusted, scan(root))
     finally:
         store.close()

@@ -118,3 +118,19 @@ def create_exclusive(path: Path, mode: int = 0o644) -> BufferedWriter:
     """A new file: never an existing one, never through a link planted at its name."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
     return os.fdopen(os.open(path, flags, mode), "wb")
+
+
+def read_user_file(path: Path, limit: int) -> bytes:
+    """A file the user names (a key, say): links followed, as they chose the path, but never
+    a FIFO or device, which would block or never end."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise LedgerError(f"cannot read {path}: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise LedgerError(f"{path} is not a regular file")
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise LedgerError(f"{path} is larger than {limit} bytes")
+    return data

@@ -74,6 +74,15 @@ TABLES: dict[str, tuple[tuple[str, str], ...]] = {
 LONG_TEXT = {("events", "payload"), ("certificates", "envelope")}
 LONG_TEXT_BYTES = 1 << 20
 TEXT_BYTES = 4096
+TOTAL_TEXT_BYTES = 1 << 28  # all text of the database together
+_HEADER_BYTES = 3 * 4096  # DuckDB's file header and its two database headers
+# First, and with no unqualified function call: a database can hold a macro named
+# like a built-in (current_database, strlen, a table macro pragma_storage_info)
+# that every later query would call instead, answering as it likes.
+_USER_FUNCTIONS = (
+    "SELECT function_type, function_name FROM system.main.duckdb_functions() WHERE NOT internal"
+)
+_BLOCKS = "SELECT block_size, total_blocks FROM system.main.pragma_database_size()"
 
 _HOSTILE: dict[str, str | bool | int | float | list[str]] = {
     "enable_external_access": False,
@@ -182,8 +191,16 @@ class Store:
             first = (str(exc).splitlines() or [type(exc).__name__])[0]
             raise LedgerError(f"cannot open ledger database {path}: {first}") from exc
 
-    def check_catalog(self) -> None:
-        """Exactly FORMAT.md §5's tables and columns, and no text past its cap."""
+    def check_catalog(self, path: Path) -> None:
+        """No user function, no bytes past DuckDB's blocks (a place to keep a deleted
+        vector), exactly FORMAT.md §5's tables and columns, and no text past its caps."""
+        functions = self._rows(_USER_FUNCTIONS)
+        if functions:
+            kind, name = functions[0]
+            raise LedgerError(f"{_DB} holds {kind} {name!r}, which FORMAT.md §5 does not allow")
+        block_size, blocks = self._rows(_BLOCKS)[0]
+        if path.stat().st_size > _HEADER_BYTES + block_size * blocks:
+            raise LedgerError(f"{_DB} has bytes past its last block (FORMAT.md §5)")
         others = self._rows(_OTHER_OBJECTS, [sorted(TABLES)])
         if others:
             raise LedgerError(f"{_DB} holds {others[0][0]}, which FORMAT.md §5 does not allow")
@@ -192,9 +209,15 @@ class Store:
             if annotated:
                 raise LedgerError(f"{_DB}: column {table}.{column} has a default or a comment")
             columns.setdefault(table, []).append((column, dtype))
+        total = 0
         for table, want in TABLES.items():
             if tuple(columns.get(table, ())) != want:
                 raise LedgerError(f"{_DB}: table {table} does not have FORMAT.md §5's columns")
+            total += self._text_total(table)
+            if total > TOTAL_TEXT_BYTES:
+                raise LedgerError(
+                    f"{_DB} holds over {TOTAL_TEXT_BYTES} bytes of text (FORMAT.md §5)"
+                )
             self._check_text_stats(table)
             key = want[0][0]
             limits = " OR ".join(
@@ -207,6 +230,13 @@ class Store:
                 raise LedgerError(
                     f"{_DB}: a text value of {table} row {long[0][0]!r} exceeds FORMAT.md §5's cap"
                 )
+
+    def _text_total(self, table: str) -> int:
+        sql = (
+            "SELECT coalesce(sum(stats['total_string_length']::BIGINT), 0) "
+            f"FROM pragma_storage_info('{table}') WHERE segment_type = 'VARCHAR'"
+        )
+        return int(self._rows(sql)[0][0])
 
     def _check_text_stats(self, table: str) -> None:
         """Refuse from the column statistics alone: evaluating ``strlen`` on a 200 MiB

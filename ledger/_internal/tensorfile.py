@@ -15,6 +15,7 @@ import math
 import os
 import struct
 from collections.abc import Mapping
+from io import BufferedReader
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from ledger._internal.safefs import create_exclusive, open_regular
 Tensors = dict[str, npt.NDArray[np.generic]]
 Layout = Mapping[str, tuple[str, tuple[int, ...]]]  # name -> (safetensors dtype, shape)
 MAX_HEADER_BYTES = 1 << 24
+Entry = tuple[str, tuple[int, ...], int, int]  # dtype, shape, data start, data end
 _NUMPY: dict[str, np.dtype[Any]] = {
     "I64": np.dtype("<i8"),
     "F32": np.dtype("<f4"),
@@ -91,7 +93,7 @@ def write_tensors(path: Path, tensors: Mapping[str, npt.NDArray[np.generic]]) ->
         os.fsync(handle.fileno())
 
 
-def _entries(header: object, where: str) -> dict[str, tuple[str, tuple[int, ...], int, int]]:
+def _entries(header: object, where: str) -> dict[str, Entry]:
     if not isinstance(header, dict):
         raise LedgerError(f"{where}: header is not a JSON object")
     out = {}
@@ -115,6 +117,37 @@ def _entries(header: object, where: str) -> dict[str, tuple[str, tuple[int, ...]
     return out
 
 
+def _layout(handle: BufferedReader, where: str) -> tuple[int, dict[str, Entry]]:
+    """Header length and entries, checked against the file's real size before any data."""
+    size = os.fstat(handle.fileno()).st_size
+    prefix = handle.read(8)
+    if len(prefix) != 8:
+        raise LedgerError(f"{where}: truncated tensor file")
+    (n,) = struct.unpack("<Q", prefix)
+    if n > min(MAX_HEADER_BYTES, size - 8):
+        raise LedgerError(f"{where}: header length {n} exceeds the file or the cap")
+    try:
+        entries = _entries(loads_strict(handle.read(n)), where)
+    except (ValueError, RecursionError) as exc:
+        raise LedgerError(f"{where}: header is not strict JSON ({exc})") from None
+    end = 0
+    for lo, hi in sorted((lo, hi) for _, _, lo, hi in entries.values()):
+        if lo != end:
+            raise LedgerError(f"{where}: tensor data has a gap or overlap")
+        end = hi
+    if 8 + n + end != size:
+        raise LedgerError(
+            f"{where}: file holds {size} bytes, its header accounts for {8 + n + end}"
+        )
+    return n, entries
+
+
+def check_size(path: Path, root: Path) -> None:
+    """A tensor file whose header accounts for every byte: a cheap check before hashing it."""
+    with open_regular(path, root) as handle:
+        _layout(handle, path.relative_to(root).as_posix())
+
+
 def read_tensors(path: Path, expect: Layout | None = None, root: Path | None = None) -> Tensors:
     """The tensors of a file whose header matches ``expect`` (when given) and its size.
 
@@ -123,32 +156,13 @@ def read_tensors(path: Path, expect: Layout | None = None, root: Path | None = N
     """
     where = path.name if root is None else path.relative_to(root).as_posix()
     with open_regular(path, root or path.parent) as handle:
-        size = os.fstat(handle.fileno()).st_size
-        prefix = handle.read(8)
-        if len(prefix) != 8:
-            raise LedgerError(f"{where}: truncated tensor file")
-        (n,) = struct.unpack("<Q", prefix)
-        if n > min(MAX_HEADER_BYTES, size - 8):
-            raise LedgerError(f"{where}: header length {n} exceeds the file or the cap")
-        try:
-            entries = _entries(loads_strict(handle.read(n)), where)
-        except (ValueError, RecursionError) as exc:
-            raise LedgerError(f"{where}: header is not strict JSON ({exc})") from None
+        n, entries = _layout(handle, where)
         if expect is not None:
             found = {name: (dtype, shape) for name, (dtype, shape, _, _) in entries.items()}
             if found != dict(expect):
                 raise LedgerError(
                     f"{where}: tensors are not the trainable layout (names, dtypes, shapes)"
                 )
-        end = 0
-        for lo, hi in sorted((lo, hi) for _, _, lo, hi in entries.values()):
-            if lo != end:
-                raise LedgerError(f"{where}: tensor data has a gap or overlap")
-            end = hi
-        if 8 + n + end != size:
-            raise LedgerError(
-                f"{where}: file holds {size} bytes, its header accounts for {8 + n + end}"
-            )
         tensors: Tensors = {}
         for name, (dtype, shape, lo, _) in entries.items():
             array = np.empty(shape, dtype=_NUMPY[dtype])
