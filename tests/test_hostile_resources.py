@@ -71,7 +71,7 @@ def _payload_200_mib(led: Path) -> None:
 
 ATTACKS: dict[str, tuple[Callable[[Path], None], str]] = {
     "sparse-4gb-state": (_sparse_state, "its header accounts for"),
-    "state-header-claims-a-4gb-tensor": (_state_claims_a_huge_tensor, "not the trainable layout"),
+    "state-header-claims-a-4gb-tensor": (_state_claims_a_huge_tensor, "its header accounts for"),
     "state-header-length-1tb": (_state_header_length_huge, "exceeds the file or the cap"),
     "200-mib-payload-in-a-small-database": (_payload_200_mib, "over FORMAT.md §5's cap"),
 }
