@@ -86,9 +86,6 @@ class Plan:
         self.moves.append((staged, final))
         self.writers[staged] = writer
 
-    def staged_paths(self) -> set[str]:
-        return {staged for staged, _ in self.moves}
-
 
 def _inside(root: Path, relative: Any, *, deletion: bool = False) -> Path:
     """A path a write may move into place (or, for ``deletion``, remove): nothing else."""
