@@ -4,7 +4,9 @@
 
 A real ledger is built with the tiny model (a, b, c, d added, a by `ft`; c
 unlearned between c's and d's adds, so its certificate's head is not the
-latest). Each case copies it, applies one mutation and runs `verifier audit`
+latest; the key rotated after the unlearn, so d's add and the latest heads
+are signed by the new key and the audit follows the chain from the first).
+Each case copies it, applies one mutation and runs `verifier audit`
 (`run_audit`), and `verifier check` (`run_check`) with the certificate its
 owner holds when the audit saw nothing. A case is detected when either says
 FAIL or refuses the input (`UnreadableInput`, an `error:` line); any other
@@ -23,6 +25,7 @@ import base64
 import contextlib
 import copy
 import datetime
+import hashlib
 import itertools
 import json
 import math
@@ -72,6 +75,7 @@ CLASSES = (
     "rollback",
     "fork",
     "resurrection",
+    "key-rotation",
 )
 LED = "led"  # the ledger folder inside a case's workspace
 HELD = "held.dsse.json"  # the certificate as its owner received it, outside the folder
@@ -293,9 +297,10 @@ def _verdict(name: str, ws: Path, public: bytes, checkpoint: bytes) -> Verdict:
 @dataclass(frozen=True)
 class World:
     sources: Sources
-    signer: Ed25519PrivateKey  # the ledger's own key: a key holder forging
+    signer: Ed25519PrivateKey  # the ledger's first key, which signed the certificate
     other: Ed25519PrivateKey  # an independently generated key: a stranger re-signing
     stored_seq: int  # the certificate's seq in certificates/
+    new: Ed25519PrivateKey  # the key the ledger rotated to after the unlearn
 
 
 def _records(task: str, n: int) -> str:
@@ -328,11 +333,13 @@ def _private(path: Path) -> Ed25519PrivateKey:
 
 def build(root: Path) -> World:
     """init; add a (ft), b, c; unlearn c; add d: three active tasks (two sift, so masks can be
-    swapped), and a certificate whose head_after is not the latest (a real consistency proof)."""
+    swapped), a certificate whose head_after is not the latest (a real consistency proof), and
+    a key rotation between the unlearn and d's add."""
     base, led, held = root / "base", root / "ledger", root / "certificate.dsse.json"
     _ledger_cli("base", "tiny", base)
     _ledger_cli("keygen", root / "ledger.key")
     _ledger_cli("keygen", root / "other.key")
+    _ledger_cli("keygen", root / "new.key")
     for task in "abcd":
         (root / f"{task}.jsonl").write_text(_records(task, 24))
     _ledger_cli("init", led, "--base", base, "--key", root / "ledger.key")
@@ -347,6 +354,8 @@ def build(root: Path) -> World:
     _histories_before_unlearn(root, led)
     _ledger_cli("unlearn", led, "--task", "c", "--data", root / "c.jsonl", "--certificate", held)
     shutil.copytree(led, root / "histories" / "before-last-add")
+    _histories_before_rotation(root, led)
+    _ledger_cli("rotate-key", led, "--key", root / "ledger.key", "--new-key", root / "new.key")
     add("d", "sift")
     _histories_after(root, led)
     stored = [int(p.name.split(".")[0]) for p in (led / "certificates").iterdir()]
@@ -359,7 +368,18 @@ def build(root: Path) -> World:
         main(["checkpoint", str(led)])
     public = (root / "ledger.key.pub").read_bytes()
     sources = Sources(led, held, public, scratch, checkpoint.read_bytes())
-    return World(sources, _private(root / "ledger.key"), _private(root / "other.key"), stored[0])
+    keys = [_private(root / f"{name}.key") for name in ("ledger", "other", "new")]
+    return World(sources, keys[0], keys[1], stored[0], keys[2])
+
+
+def _histories_before_rotation(root: Path, led: Path) -> None:
+    """What a holder of the retired key alone can make: a rotation to a key of their own,
+    and one to the real new key whose signature they cannot make (a stranger's instead)."""
+    histories = root / "histories"
+    own = Path(shutil.copytree(led, histories / "rotated-by-old-key-to-its-own"))
+    _ledger_cli("rotate-key", own, "--key", root / "ledger.key", "--new-key", root / "other.key")
+    _ledger_cli("add", own, "--task", "d", "--data", root / "d.jsonl", "--steps", "3")
+    shutil.copytree(led, histories / "before-rotation")
 
 
 def _histories_before_unlearn(root: Path, led: Path) -> None:
@@ -401,6 +421,8 @@ def history_cases(plan: Plan, root: Path) -> None:
         ("fork", "fork-at-5"),
         ("resurrection", "vector-merged-back"),
         ("resurrection", "data-re-added"),
+        ("key-rotation", "rotated-by-old-key-to-its-own"),
+        ("key-rotation", "before-rotation"),
     ):
         plan.cases.append(Case(klass, f"{klass}:{name}", (Replace(str(histories / name)),)))
 
@@ -891,6 +913,69 @@ def resigned_cases(plan: Plan, world: World, tables: list[Table], quick: bool) -
             plan.add("resigned-other-key", f"{what}/{which}", *rewrite(seq, which))
 
 
+def rotation_cases(plan: Plan, world: World, tables: list[Table]) -> None:
+    """Key holders forging around the rotation: the retired key signing later heads, the
+    rotation's new-key signature broken (every head then re-signed by its rightful key, so
+    only that signature is wrong), the rotation removed and the whole log re-signed by the
+    old key, and the certificate re-signed by the key that was not yet in force."""
+    events = next(t for t in tables if t.name == "events")
+    heads = next(t for t in tables if t.name == "tree_heads")
+    payloads = [r[events.column("payload")] for r in events.rows]
+    bodies = {r[heads.column("size")]: r[heads.column("body")] for r in heads.rows}
+    (rotation,) = [i for i, p in enumerate(payloads) if json.loads(p)["kind"] == "key_rotation"]
+    old, new = world.signer, world.new
+
+    def resigned(texts: list[str], key_for: Callable[[int], Ed25519PrivateKey]) -> Sql:
+        hashes = [leaf_hash(t.encode("utf-8")) for t in texts]
+        statements: list[tuple[str, tuple[Any, ...]]] = [
+            ("DELETE FROM events", ()),
+            ("DELETE FROM tree_heads", ()),
+        ]
+        for seq, text in enumerate(texts):
+            ev = json.loads(text)
+            values = (seq, ev["kind"], ev.get("task_id"), text)
+            statements.append(("INSERT INTO events VALUES (?, ?, ?, ?)", values))
+            body = json.loads(bodies[min(seq + 1, max(bodies))])
+            body.update(size=seq + 1, root=root_from_leaf_hashes(hashes[: seq + 1]).hex())
+            head = serialiser(bodies[1])(body)
+            sig = _b64(key_for(seq + 1).sign(head.encode("utf-8")))
+            statements.append(("INSERT INTO tree_heads VALUES (?, ?, ?)", (seq + 1, head, sig)))
+        return Sql("tree_heads", tuple(statements))
+
+    def rightful(size: int) -> Ed25519PrivateKey:
+        return new if size >= rotation + 2 else old
+
+    plan.add("key-rotation", "later-heads-signed-by-old-key", resigned(payloads, lambda _: old))
+    plan.add(
+        "key-rotation",
+        "latest-head-signed-by-old-key",
+        resigned(payloads, lambda size: old if size == len(payloads) else rightful(size)),
+    )
+    broken = list(payloads)
+    event = json.loads(broken[rotation])
+    event["new_key_signature"] = _b64(world.other.sign(b"not the rotation message"))
+    broken[rotation] = serialiser(payloads[rotation])(event)
+    plan.add("key-rotation", "new-key-signature-forged", resigned(broken, rightful))
+    later = [json.loads(p) for p in payloads[rotation + 1 :]]
+    without = payloads[:rotation] + [
+        serialiser(payloads[rotation])({**ev, "seq": ev["seq"] - 1}) for ev in later
+    ]
+    plan.add(
+        "key-rotation", "rotation-removed-resigned-by-old-key", resigned(without, lambda _: old)
+    )
+    envelope = json.loads(world.sources.held.read_text("utf-8"))
+    statement = base64.b64decode(envelope["payload"])
+    _sign_envelope(envelope, statement, new)
+    envelope["signatures"][0]["keyid"] = _key_id(new)
+    data = serialiser(world.sources.held.read_text("utf-8"))(envelope).encode("utf-8")
+    plan.add("key-rotation", "certificate-re-signed-by-new-key[held]", Write(HELD, data))
+
+
+def _key_id(key: Ed25519PrivateKey) -> str:
+    raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()
+
+
 def row_cases(plan: Plan, tables: list[Table], quick: bool) -> None:
     for t in tables:
         for i in _rows(t, quick):
@@ -972,6 +1057,7 @@ def plan_cases(world: World, quick: bool) -> Plan:
     signature_cases(plan, world, quick)
     swap_cases(plan, led, tables)
     resigned_cases(plan, world, tables, quick)
+    rotation_cases(plan, world, tables)
     row_cases(plan, tables, quick)
     view_cases(plan, tables)
     link_cases(plan, led, quick)

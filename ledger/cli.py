@@ -362,6 +362,26 @@ def checkpoint(directory: Path, signing_key: Path | None) -> None:
     click.echo(note, nl=False)
 
 
+@cli.command("rotate-key")
+@click.argument("directory", type=_PATH)
+@click.option("--key", "old_key", required=True, type=_PATH, help="The current signing key.")
+@click.option("--new-key", required=True, type=_PATH, help="The key that signs from now on.")
+@_wait
+def rotate_key(directory: Path, old_key: Path, new_key: Path, wait: float) -> None:
+    """Hand the ledger to a new key: a key_rotation event, its head signed by the old key.
+
+    Later heads and certificates are signed by the new key, which also becomes
+    the default signer; the old key's holders can no longer extend the log
+    for anyone who trusts the new key or keeps a later checkpoint."""
+    from ledger._internal.rotation import rotate_key as rotate
+
+    event = rotate(directory, old_key, new_key, wait)
+    click.echo(
+        f"rotated at event {event['seq']}: key {event['old_key_id'][:16]} -> "
+        f"{event['new_key_id'][:16]}"
+    )
+
+
 @cli.command()
 @click.option("--workdir", default=Path("demo-work"), show_default=True, type=_PATH)
 @click.option("--users", default=8, show_default=True, type=click.IntRange(2, 50))

@@ -3,7 +3,8 @@
     python tests/crash_at.py POINT ledger-arg ...
 
 The points are places between (and inside) the writes a commit makes: the
-journal, each staged file, the database transaction, each move and deletion.
+journal, each staged file, the database transaction, each move and deletion
+(for ``rotate-key``, the default key's path is the one staged file).
 A kill is the real thing (no handler runs, no buffer is flushed), so what the
 next command finds is what a power cut or an OOM kill would leave.
 """
@@ -49,10 +50,10 @@ def _on_call(owner: Any, name: str, nth: int, *, after: bool = False, half: bool
 def install(point: str) -> None:
     """Counts are of calls in a whole write: the recovery check at open unlinks a
     stray journal.json.tmp first, then unlearn deletes the vector and the mask."""
-    from ledger._internal import add, journal, unlearn
+    from ledger._internal import add, journal, rotation, unlearn
     from ledger._internal.store import Store
 
-    writers = add if sys.argv[2] == "add" else unlearn
+    writers = {"add": add, "unlearn": unlearn, "rotate-key": rotation}[sys.argv[2]]
     points: dict[str, Callable[[], None]] = {
         "journal-half-written": lambda: _on_call(journal, "write_bytes_durable", 1, half=True),
         "journal-in-place": lambda: _on_call(journal, "fsync_dir", 1),
@@ -66,6 +67,10 @@ def install(point: str) -> None:
         "before-database-commit": lambda: _on_call(Store, "apply", 1),
         "after-database-commit": lambda: _on_call(Store, "apply", 1, after=True),
         "after-first-move": lambda: _on_call(journal.os, "replace", 3),
+        "key-path-staged-half-written": lambda: _on_call(
+            rotation, "write_bytes_durable", 1, half=True
+        ),
+        "after-key-path-moved": lambda: _on_call(journal.os, "replace", 2, after=True),
         "after-moves-and-deletes": lambda: _on_call(journal, "fsync_dir", 2),
         "after-vector-deleted": lambda: _on_call(Path, "unlink", 2, after=True),
         "journal-removed-before-fsync": lambda: _on_call(

@@ -139,6 +139,4 @@ def test_check_fails_once_the_deletion_no_longer_holds(
         "add", led, "--task", "a2", "--data", task_data["a"], "--steps", "2", "--readd-deleted"
     )
     assert again.code == 0, again.err
-    assert failures(led) == [
-        "FAIL: holds-now: the deleted data was re-added as task a2 at event 4"
-    ]
+    assert failures(led) == ["FAIL: holds-now: the deleted data was re-added as task a2 at event 4"]

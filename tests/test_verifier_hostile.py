@@ -499,7 +499,7 @@ def test_keyid_of_another_key_is_refused(genuine: dict[str, Path]) -> None:
     envelope["signatures"][0]["keyid"] = hashlib.sha256(other).hexdigest()
     failed = _check(genuine, genuine["led"], json.dumps(envelope).encode())
     assert set(failed) == {"signature"}
-    assert "is not the given key's id" in failed["signature"]
+    assert "is not the id of the key in force at event" in failed["signature"]
 
 
 def test_second_signature_is_refused(genuine: dict[str, Path]) -> None:

@@ -78,12 +78,16 @@ class _Cert:
             raise Fail(f"payloadType is {self.env.payload_type!r}")
 
     def signature(self) -> None:
+        """By the key in force at the unlearn (FORMAT.md §8): the chain's signer of its head."""
         if self.env is None:
             raise Skip("the envelope is unusable")
-        if self.env.keyid != key_id(self.ctx.key):
-            raise Fail(f"keyid {self.env.keyid!r} is not the given key's id")
-        if not self.env.signed_by(self.ctx.key):
-            raise Fail("the envelope signature does not verify with the given key")
+        key, which = self.ctx.key, "the given key"
+        if self.seq >= 0:
+            key, which = self.ctx.head_key(self.seq + 1), f"the key in force at event {self.seq}"
+        if self.env.keyid != key_id(key):
+            raise Fail(f"keyid {self.env.keyid!r} is not the id of {which}")
+        if not self.env.signed_by(key):
+            raise Fail(f"the envelope signature does not verify with {which}")
 
     def statement(self) -> None:
         """Exactly the fields of FORMAT.md §7, each of its type: an unknown field is signed
@@ -146,13 +150,13 @@ class _Cert:
     def tree_heads(self) -> None:
         p = self._pred()
         before = parse_head(
-            self.ctx.key,
+            self.ctx.head_key(self.seq),
             p["tree_head_before"]["body"],
             p["tree_head_before"]["signature"],
             "tree_head_before",
         )
         after = parse_head(
-            self.ctx.key,
+            self.ctx.head_key(self.seq + 1),
             p["tree_head_after"]["body"],
             p["tree_head_after"]["signature"],
             "tree_head_after",
@@ -328,8 +332,8 @@ def certificate_checks(ctx: Context, data: bytes, row_seq: int | None = None) ->
     c = _Cert(ctx, data, row_seq)
     steps = (
         ("envelope", c.envelope),
-        ("signature", c.signature),
         ("statement", c.statement),
+        ("signature", c.signature),
         ("binding", c.binding),
         ("tree-heads", c.tree_heads),
         ("event", c.event),

@@ -33,8 +33,9 @@ from verifier.context import (
     parse_head,
     run_one,
 )
-from verifier.dsse import FormatError, load_public_key, parse_jcs, parse_json, raw_hex
+from verifier.dsse import FormatError, load_public_key, parse_jcs, parse_json
 from verifier.files import entry_problem, read_regular, sha256_regular
+from verifier.keychain import ROTATION, place_of
 from verifier.ledger_reader import TEXT_CAP, UnreadableInput, read_ledger
 from verifier.merkle import prefix_roots, verify_consistency
 from verifier.tensors import I64Array, from_arrays, pack_mask, set_digest
@@ -137,11 +138,12 @@ def check_database(ctx: Context) -> None:
     fail_if(problems)
 
 
-def check_public_key(ctx: Context) -> None:
-    given = raw_hex(ctx.key)
-    named = [("init event", ctx.init.get("public_key"))]
-    named += [("config", row["public_key"]) for row in ctx.db.config]
-    fail_if([f"{where} names key {k}, not the given {given}" for where, k in named if k != given])
+def check_public_key(ctx: Context) -> str:
+    """The given key is one of the chain's (config.public_key is init's: check_config)."""
+    try:
+        return place_of(ctx.chain, ctx.key)
+    except FormatError as exc:
+        raise Fail(str(exc)) from None
 
 
 def event_times(ctx: Context) -> list[str | None]:
@@ -170,9 +172,10 @@ def check_events(ctx: Context) -> None:
             if get(ev, "seq", int, what) != i:
                 raise Fail(f"{what}: payload seq is {ev['seq']}")
             kind = get(ev, "kind", str, what)
-            if (kind == "init") != (i == 0) or kind not in ("init", "add", "unlearn"):
+            if (kind == "init") != (i == 0) or kind not in ("init", "add", "unlearn", ROTATION):
                 raise Fail(f"{what}: kind {kind!r} at this position")
-            if row.kind != kind or row.task_id != (None if i == 0 else ev.get("task_id")):
+            task = None if kind in ("init", ROTATION) else ev.get("task_id")
+            if row.kind != kind or row.task_id != task:
                 raise Fail(f"{what}: kind/task_id columns disagree with the payload")
             get_time(ev, what)
         except (Fail, FormatError) as exc:
@@ -203,7 +206,7 @@ def parsed_heads(ctx: Context) -> list[HeadBody | str]:
     out: list[HeadBody | str] = []
     for h in ctx.db.heads:
         try:
-            out.append(parse_head(ctx.key, h.body, h.signature, f"head {h.size}"))
+            out.append(parse_head(ctx.head_key(h.size), h.body, h.signature, f"head {h.size}"))
         except (Fail, FormatError) as exc:
             out.append(str(exc))
     return out
@@ -339,8 +342,9 @@ def check_deleted_files(ctx: Context) -> None:
 
 
 def check_state_digest(ctx: Context) -> None:
-    last = ctx.events[-1] if ctx.events else {}
-    want = last.get("state_digest" if len(ctx.events) == 1 else "state_digest_after")
+    setting = ctx.state_events()  # a key rotation leaves the state as it was
+    last = setting[-1] if setting else {}
+    want = last.get("state_digest" if len(setting) == 1 else "state_digest_after")
     got = set_digest(from_arrays(ctx.state()))
     if got != want:
         raise Fail(f"state.safetensors has digest {got}, the last event says {want}")
@@ -481,7 +485,7 @@ def _context(ledger_dir: Path, public_key_pem: bytes) -> Context:
 
 
 def _trusted_heads(ctx: Context, trusted: list[tuple[str, bytes]], state: Path | None) -> None:
-    heads = [read_trusted(data, ctx.key, source) for source, data in trusted]
+    heads = [read_trusted(data, ctx, source) for source, data in trusted]
     check_trusted(ctx, heads + (remembered(state, ctx.log_id) if state else []))
 
 

@@ -22,6 +22,7 @@ import rfc8785
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from verifier.dsse import FormatError, b64decode, fields, parse_jcs, parse_json, verify_sig
+from verifier.keychain import ROTATION, Chain, build_chain
 from verifier.ledger_reader import LedgerDB
 from verifier.merkle import MerkleTree
 from verifier.tensors import (
@@ -213,6 +214,8 @@ def replay(events: list[dict[str, Any]], zero_digest: str | None) -> Replay:
         r.problems.append(f"event 0: {exc}")
     prev = events[0].get("state_digest") if events else None
     for seq, ev in enumerate(events[1:], start=1):
+        if ev.get("kind") == ROTATION:
+            continue  # no task, no state: the key chain (verifier/keychain.py) checks it
         try:
             _apply(r, seq, ev, prev, events[0])
             info = r.tasks[ev["task_id"]]
@@ -294,7 +297,7 @@ def _apply(r: Replay, seq: int, ev: dict[str, Any], prev: object, init: dict[str
         info.status, info.unlearn_seq = "unlearned", seq
         r.active.discard(tid)
     else:
-        raise Fail(f"kind {ev.get('kind')!r} where add or unlearn is expected")
+        raise Fail(f"kind {ev.get('kind')!r} where add, unlearn or key_rotation is expected")
     after = get(ev, "active_after", list, what)
     if after != sorted(r.active):
         raise Fail(f"active_after is {after}, replay gives {sorted(r.active)}")
@@ -486,8 +489,21 @@ class Context:
     def unusable(self, tids: Iterable[str]) -> dict[str, str]:
         return {t: p for t in sorted(tids) if (p := self.vector_problem(t)) is not None}
 
+    @property
+    def chain(self) -> Chain:
+        return self._once("chain", lambda: build_chain(self.events, self.tree, self.log_id))
+
+    def head_key(self, size: int) -> Ed25519PublicKey:
+        """The key the chain says signs the head of ``size`` (FORMAT.md §8)."""
+        return self.chain.signer(size)
+
+    def state_events(self) -> list[dict[str, Any]]:
+        """The events that set the state: all but key rotations."""
+        return [ev for ev in self.events if ev.get("kind") != ROTATION]
+
     def latest_head(self) -> HeadBody:
         if not self.db.heads:
             raise Fail("the ledger has no tree heads")
         h = self.db.heads[-1]
-        return parse_head(self.key, h.body, h.signature, f"ledger's latest head (size {h.size})")
+        what = f"ledger's latest head (size {h.size})"
+        return parse_head(self.head_key(h.size), h.body, h.signature, what)

@@ -35,27 +35,39 @@ class TrustedHead:
     source: str  # what it came from, for messages
 
 
-def _checkpoint(text: str, key: Ed25519PublicKey, source: str) -> TrustedHead:
+def _signers(ctx: Context, size: int) -> list[Ed25519PublicKey]:
+    """Who may have signed a kept head of ``size``: the chain's signer of that size, or, for
+    a head larger than the folder's (a rollback), any key of the chain the given key is in."""
+    if size <= len(ctx.raw):
+        return [ctx.head_key(size)]
+    return [ctx.head_key(first) for first, _ in ctx.chain.keys]
+
+
+def _checkpoint(text: str, ctx: Context, source: str) -> TrustedHead:
     body, sep, sigs = text.partition("\n\n")
     lines = body.split("\n")
     if not sep or len(lines) < 3 or not lines[0].startswith(ORIGIN_PREFIX):
         raise Fail(f"{source}: not a checkpoint signed note")
     origin, size_text, root_b64 = lines[:3]
-    public = bytes.fromhex(raw_hex(key))
-    key_hash = hashlib.sha256(origin.encode() + b"\n\x01" + public).digest()[:4]
-    message = (body + "\n").encode()
-    for line in sigs.splitlines():
-        name, _, blob = line.removeprefix("\u2014 ").partition(" ")
-        try:
-            raw = base64.b64decode(blob, validate=True)
-        except ValueError:
-            continue
-        if name == origin and raw[:4] == key_hash and verify_sig(key, raw[4:], message):
-            break
-    else:
-        raise Fail(f"{source}: no signature by the given key")
     if not size_text.isdigit() or (size_text != "0" and size_text.startswith("0")):
         raise Fail(f"{source}: size {size_text!r} is not a decimal number")
+    message = (body + "\n").encode()
+    for key in _signers(ctx, int(size_text)):
+        public = bytes.fromhex(raw_hex(key))
+        key_hash = hashlib.sha256(origin.encode() + b"\n\x01" + public).digest()[:4]
+        for line in sigs.splitlines():
+            name, _, blob = line.removeprefix("\u2014 ").partition(" ")
+            try:
+                sig = base64.b64decode(blob, validate=True)
+            except ValueError:
+                continue
+            if name == origin and sig[:4] == key_hash and verify_sig(key, sig[4:], message):
+                break
+        else:
+            continue
+        break
+    else:
+        raise Fail(f"{source}: no signature by the key the ledger's key chain names for it")
     try:
         root = base64.b64decode(root_b64, validate=True)
     except ValueError:
@@ -63,19 +75,29 @@ def _checkpoint(text: str, key: Ed25519PublicKey, source: str) -> TrustedHead:
     return TrustedHead(int(size_text), root, origin.removeprefix(ORIGIN_PREFIX), source)
 
 
-def read_trusted(data: bytes, key: Ed25519PublicKey, source: str) -> TrustedHead:
-    """A checkpoint note, or a certificate (its tree_head_after), signed by the given key."""
+def read_trusted(data: bytes, ctx: Context, source: str) -> TrustedHead:
+    """A checkpoint note, or a certificate (its tree_head_after), signed by a chain key."""
     text = data.decode("utf-8", errors="replace")
     if text.startswith(ORIGIN_PREFIX):
-        return _checkpoint(text, key, source)
+        return _checkpoint(text, ctx, source)
     try:
         envelope = parse_envelope(parse_json(data, source))
         statement = parse_json(envelope.payload, f"{source} statement")
         head = statement["predicate"]["tree_head_after"]
-        parsed = parse_head(key, head["body"], head["signature"], f"{source} tree_head_after")
+        claimed = parse_json(head["body"], f"{source} tree_head_after")["size"]
+        if type(claimed) is not int or claimed < 1:
+            raise FormatError("the head's size is not a positive integer")
     except (FormatError, KeyError, TypeError) as exc:
         raise Fail(f"{source}: neither a checkpoint nor a certificate ({exc})") from None
-    return TrustedHead(parsed.size, parsed.root, parsed.log_id, source)
+    what, problems = f"{source} tree_head_after", []
+    for key in _signers(ctx, claimed):
+        try:
+            parsed = parse_head(key, head["body"], head["signature"], what)
+        except (Fail, FormatError) as exc:
+            problems.append(str(exc))
+            continue
+        return TrustedHead(parsed.size, parsed.root, parsed.log_id, source)
+    raise Fail(problems[0])
 
 
 def check_trusted(ctx: Context, trusted: list[TrustedHead]) -> None:

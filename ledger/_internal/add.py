@@ -124,6 +124,7 @@ def add_task(
     with open_ledger(root, write=True, wait=wait) as ledger:
         if ledger.config != config:
             raise LedgerError("the ledger was replaced while the task trained; nothing changed")
+        ledger.check_key(key)  # a rotation may have retired it meanwhile
         _refuse_existing(ledger, task_id)
         readds = _tombstones(ledger, dataset.data_hash, vector.vector_digest, readd_deleted)
         ledger.check_base()

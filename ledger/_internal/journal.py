@@ -7,9 +7,10 @@ database committed (its event count reached the journal's target) and rolls
 it back otherwise, so a crash at any point leaves the old state or the new one.
 
 Journal paths are relative to the ledger folder and must name files a write
-makes (the state, a task's vector, mask or certificate, and their staged
-copies): the journal is a file in a folder others may write to, and recovery
-must not become a way to move or delete arbitrary files, base/ included.
+makes (the state, the default key's path, a task's vector, mask or
+certificate, and their staged copies): the journal is a file in a folder
+others may write to, and recovery must not become a way to move or delete
+arbitrary files, base/ included.
 Staged files are created exclusively, so a link planted at a staged name is
 never written through.
 """
@@ -29,7 +30,7 @@ from typing import Any
 
 from ledger._internal.errors import LedgerError
 from ledger._internal.jcs import loads_strict
-from ledger._internal.layout import JOURNAL, STATE, is_task_file
+from ledger._internal.layout import JOURNAL, KEY_PATH_FILE, STATE, is_task_file
 from ledger._internal.safefs import read_regular
 from ledger._internal.tensorfile import fsync_dir, write_bytes_durable
 
@@ -94,7 +95,7 @@ def _inside(root: Path, relative: Any, *, deletion: bool = False) -> Path:
     if deletion:
         allowed = is_task_file(relative) and not relative.startswith("certificates/")
     else:
-        allowed = relative == STATE or is_task_file(relative)
+        allowed = relative in (STATE, KEY_PATH_FILE) or is_task_file(relative)
     if not allowed or PurePosixPath(relative).as_posix() != relative:
         raise LedgerError(f"{root / JOURNAL} names a path a write never touches: {relative!r}")
     return root.joinpath(*PurePosixPath(relative).parts)

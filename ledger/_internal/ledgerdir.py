@@ -30,6 +30,7 @@ from ledger._internal.jcs import canonical, loads_strict
 from ledger._internal.keys import public_from_hex, raw_public, verifies
 from ledger._internal.layout import BASE, DB_NAME, JOURNAL, KEY_PATH_FILE, STATE, mask_file, scan
 from ledger._internal.merkle import leaf_hash, root_from_leaf_hashes
+from ledger._internal.rotation import KIND, KeyChain, key_chain, short_id
 from ledger._internal.safefs import entries, read_regular, sha256_file
 from ledger._internal.store import Config, SignedHead, Store, StoreLocked, TaskRow, Write
 from ledger._internal.tensorfile import (
@@ -48,6 +49,7 @@ class Ledger:
     init: dict[str, Any]
     leaves: list[bytes]  # of the stored events, checked against the latest signed head
     key_trusted: bool  # the head was checked against a key from outside the folder
+    chain: KeyChain  # the signing keys the log declares, oldest first
     leftovers: list[
         str
     ]  # staged files no journal names (a reader shows them, a writer removes them)
@@ -82,7 +84,10 @@ class Ledger:
         return Path(raw.decode("utf-8", errors="replace").strip())
 
     def state_digest(self) -> str:
-        last = self.store.event(self.store.size() - 1)
+        """The last state-changing event's digest (a key rotation leaves the state alone)."""
+        seq = self.store.size() - 1
+        while (last := self.store.event(seq))["kind"] == KIND:
+            seq -= 1
         return str(last["state_digest_after" if "state_digest_after" in last else "state_digest"])
 
     def read_state(self) -> dict[str, Int64Array]:
@@ -118,8 +123,17 @@ class Ledger:
                 raise LedgerError(f"base/{name} differs from the file signed at init")
 
     def check_key(self, key: Ed25519PrivateKey) -> None:
-        if raw_public(key.public_key()).hex() != self.config.public_key:
-            raise LedgerError("the signing key is not this ledger's key (its public key differs)")
+        """Only the chain's current key signs new heads; a retired one is named as such."""
+        given = raw_public(key.public_key()).hex()
+        if given == self.chain.current:
+            return
+        retired = self.chain.retired_at(given)
+        if retired is not None:
+            raise LedgerError(
+                f"the signing key was retired by the key rotation at event {retired}; "
+                f"sign with the current key ({short_id(self.chain.current)})"
+            )
+        raise LedgerError("the signing key is not this ledger's key (its public key differs)")
 
     def commit(self, write: Write, plan: journal.Plan) -> None:
         """Journal, staged files, one DB transaction, then the file moves.
@@ -160,31 +174,41 @@ def config_from_init(init: dict[str, Any], log_id: str) -> Config:
 
 
 def _check_log(
-    store: Store, config: Config, leaves: list[bytes], trusted: Ed25519PublicKey | None
-) -> None:
-    """The latest signed head must cover exactly the stored events, signed by the trusted key.
+    store: Store,
+    config: Config,
+    events: list[dict[str, Any]],
+    leaves: list[bytes],
+    trusted: Ed25519PublicKey | None,
+) -> KeyChain:
+    """The latest signed head must cover exactly the stored events, signed by its chain key.
 
-    Without a trusted key only the key the folder names can be used, which proves
+    The trusted key may be any key of the chain: the heads it signed cover each
+    later rotation, and each new key signed the history it took over. Without
+    a trusted key only the keys the folder names can be used, which proves
     nothing against whoever wrote the folder: the caller says so.
     """
-    if trusted is not None and raw_public(trusted).hex() != config.public_key:
+    try:
+        chain = key_chain(events, leaves, config.log_id)
+    except KeyError as exc:
+        raise LedgerError(f"a key rotation event lacks {exc.args[0]!r}") from None
+    if trusted is not None and raw_public(trusted).hex() not in {k for _, k in chain.keys}:
         raise LedgerError(
-            f"the ledger is signed by key {config.public_key[:16]}…, not the one you trust "
-            f"({raw_public(trusted).hex()[:16]}…)"
+            f"the ledger is signed by key {short_id(chain.current)}, and no key of its chain "
+            f"({chain.describe()}) is the one you trust ({short_id(raw_public(trusted).hex())})"
         )
     head = store.head(len(leaves))
     try:
         signature = base64.b64decode(head.signature, validate=True)
     except ValueError:
         signature = b""
-    key = trusted or public_from_hex(config.public_key)
-    if not verifies(key, signature, head.body.encode()):
+    if not verifies(public_from_hex(chain.signer(len(leaves))), signature, head.body.encode()):
         raise LedgerError(f"the tree head of size {len(leaves)} is not signed by the ledger key")
     fields = head_fields(head)
     if fields.get("root") != root_from_leaf_hashes(leaves).hex() or fields.get("size") != len(
         leaves
     ):
         raise LedgerError("the stored events do not match the signed tree head: history rewritten")
+    return chain
 
 
 def _check_tasks(store: Store, events: list[dict[str, Any]]) -> None:
@@ -192,7 +216,8 @@ def _check_tasks(store: Store, events: list[dict[str, Any]]) -> None:
     tasks: dict[str, TaskRow] = {}
     try:
         for event in events[1:]:
-            _replay_task(tasks, event)
+            if event["kind"] != KIND:
+                _replay_task(tasks, event)
     except KeyError as exc:
         raise LedgerError(f"an event lacks the field {exc.args[0]!r}") from None
     if sorted(store.tasks(), key=lambda t: t.task_id) != [tasks[t] for t in sorted(tasks)]:
@@ -299,6 +324,6 @@ def _checked(
     config = config_from_init(init, leaves[0].hex())
     if store.config() != config:
         raise LedgerError("the config table differs from the signed init event")
-    _check_log(store, config, leaves, trusted)
+    chain = _check_log(store, config, events, leaves, trusted)
     _check_tasks(store, events)
-    return Ledger(root, store, config, init, leaves, trusted is not None, leftovers)
+    return Ledger(root, store, config, init, leaves, trusted is not None, chain, leftovers)

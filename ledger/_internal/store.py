@@ -158,7 +158,7 @@ class Write:
 
     event: dict[str, Any]
     head: SignedHead
-    task: TaskRow
+    task: TaskRow | None  # None for a key rotation, which no task row records
     certificate: bytes | None = None
 
 
@@ -339,30 +339,31 @@ class Store:
             con.execute("BEGIN TRANSACTION")
             con.execute(
                 "INSERT INTO events VALUES (?, ?, ?, ?)",
-                [event["seq"], event["kind"], task.task_id, canonical(event).decode()],
+                [event["seq"], event["kind"], event.get("task_id"), canonical(event).decode()],
             )
             con.execute(
                 "INSERT INTO tree_heads VALUES (?, ?, ?)",
                 [event["seq"] + 1, write.head.body, write.head.signature],
             )
-            con.execute("DELETE FROM tasks WHERE task_id = ?", [task.task_id])
-            con.execute(
-                "INSERT INTO tasks VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    task.task_id,
-                    task.method,
-                    task.status,
-                    task.add_seq,
-                    task.unlearn_seq,
-                    task.data_hash,
-                    task.vector_digest,
-                    task.mask_digest,
-                ],
-            )
+            if task is not None:
+                con.execute("DELETE FROM tasks WHERE task_id = ?", [task.task_id])
+                con.execute(
+                    "INSERT INTO tasks VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        task.task_id,
+                        task.method,
+                        task.status,
+                        task.add_seq,
+                        task.unlearn_seq,
+                        task.data_hash,
+                        task.vector_digest,
+                        task.mask_digest,
+                    ],
+                )
             if write.certificate is not None:
                 con.execute(
                     "INSERT INTO certificates VALUES (?, ?, ?)",
-                    [event["seq"], task.task_id, write.certificate.decode("utf-8")],
+                    [event["seq"], event["task_id"], write.certificate.decode("utf-8")],
                 )
             con.execute("COMMIT")
         except duckdb.Error as exc:

@@ -110,6 +110,7 @@ def unlearn_task(
     with open_ledger(root, write=True, wait=wait) as ledger:
         if ledger.config != config or _active_task(ledger, task_id) != task:
             raise LedgerError("the ledger changed this task during the replay; nothing changed")
+        ledger.check_key(key)  # a rotation may have retired it meanwhile
         ledger.check_base()
         merged = state.subtract(ledger.read_state(), vector.q)
         seq = ledger.store.size()

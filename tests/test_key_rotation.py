@@ -1,0 +1,238 @@
+"""Key rotation: the chain the verifier follows, and the forgeries a retired key attempts."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import duckdb
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from ledger._internal.jcs import canonical
+from ledger._internal.keys import generate, load_private, raw_public
+from ledger._internal.merkle import leaf_hash
+from ledger._internal.treehead import sign_head
+from tests.conftest import run_cli, tree_digest
+from verifier.checks import run_audit, run_check
+
+
+@pytest.fixture(scope="module")
+def rotated(
+    tmp_path_factory: pytest.TempPathFactory, tiny_base: Path, task_data: dict[str, Path]
+) -> dict[str, Path]:
+    """led: a added and unlearned (cert ``before``), k0 → k1, b added and unlearned (``after``).
+    pre: led just before the rotation; each ``*.checkpoint`` the head then."""
+    from ledger.cli import main
+
+    root = tmp_path_factory.mktemp("rotation")
+    paths = {name: root / name for name in ("led", "pre", "k0", "k1", "stranger")}
+    for name in ("k0", "k1", "stranger"):
+        generate(paths[name])
+    led = paths["led"]
+
+    def ledger(*args: str | Path) -> None:
+        main([str(a) for a in args])
+
+    def checkpoint(name: str) -> None:
+        paths[name] = root / f"{name}.checkpoint"
+        paths[name].write_text(run_cli("ledger", "checkpoint", led).out)
+
+    ledger("init", led, "--base", tiny_base, "--key", paths["k0"])
+    for task, cert in (("a", "before"), ("b", "after")):
+        if task == "b":
+            shutil.copytree(led, paths["pre"])
+            checkpoint("pre.head")
+            rotation = run_cli(
+                "ledger", "rotate-key", led, "--key", paths["k0"], "--new-key", paths["k1"]
+            )
+            assert rotation.code == 0, rotation.err
+            assert rotation.out.startswith("rotated at event 3: key ")
+        ledger("add", led, "--task", task, "--data", task_data[task], "--steps", "2")
+        paths[cert] = root / f"{cert}.json"
+        ledger(
+            "unlearn", led, "--task", task, "--data", task_data[task], "--certificate", paths[cert]
+        )
+    checkpoint("post.head")
+    return paths
+
+
+def _pub(paths: dict[str, Path], key: str) -> bytes:
+    return Path(f"{paths[key]}.pub").read_bytes()
+
+
+def _audit(folder: Path, pub: bytes, *kept: Path) -> list[str]:
+    results = run_audit(folder, pub, [(p.name, p.read_bytes()) for p in kept])
+    return [r.line() for r in results if r.status == "FAIL"]
+
+
+def _key_id(paths: dict[str, Path], key: str) -> str:
+    from ledger._internal.rotation import short_id
+
+    return short_id(raw_public(load_private(paths[key]).public_key()).hex())
+
+
+def test_later_writes_are_signed_by_the_new_key_without_naming_it(
+    rotated: dict[str, Path],
+) -> None:
+    """add and unlearn after the rotation ran without --key: the new key became the default."""
+    with duckdb.connect(str(rotated["led"] / "ledger.duckdb"), read_only=True) as con:
+        kinds = [k for (k,) in con.execute("SELECT kind FROM events ORDER BY seq").fetchall()]
+    assert kinds == ["init", "add", "unlearn", "key_rotation", "add", "unlearn"]
+    status = run_cli("ledger", "status", rotated["led"], "--public-key", f"{rotated['k1']}.pub")
+    assert status.code == 0, status.err
+
+
+@pytest.mark.parametrize("key, place", [("k0", "key 1 of 2"), ("k1", "key 2 of 2")])
+def test_the_verifier_follows_the_chain_from_either_key(
+    rotated: dict[str, Path], key: str, place: str
+) -> None:
+    results = run_audit(rotated["led"], _pub(rotated, key), [])
+    assert [r.line() for r in results if r.status == "FAIL"] == []
+    (public_key,) = [r for r in results if r.name == "public-key"]
+    assert place in public_key.detail and _key_id(rotated, "k1") in public_key.detail
+
+
+def test_a_key_outside_the_chain_fails(rotated: dict[str, Path]) -> None:
+    assert _audit(rotated["led"], _pub(rotated, "stranger")) == [
+        f"FAIL: public-key: the given key {_key_id(rotated, 'stranger')} is not in the "
+        f"ledger's key chain ({_key_id(rotated, 'k0')} → {_key_id(rotated, 'k1')} "
+        "(rotated in at event 3))"
+    ]
+
+
+@pytest.mark.parametrize("cert, signer", [("before", "k0"), ("after", "k1")])
+@pytest.mark.parametrize("key", ["k0", "k1"])
+def test_each_certificate_is_signed_by_the_key_in_force_and_checks_with_any(
+    rotated: dict[str, Path], cert: str, signer: str, key: str
+) -> None:
+    envelope = json.loads(rotated[cert].read_text())
+    raw = raw_public(load_private(rotated[signer]).public_key())
+    assert envelope["signatures"][0]["keyid"] == hashlib.sha256(raw).hexdigest()
+    results = run_check(rotated["led"], rotated[cert].read_bytes(), _pub(rotated, key))
+    assert [r.line() for r in results if r.status == "FAIL"] == []
+
+
+@pytest.mark.parametrize("head", ["pre.head", "post.head", "before", "after"])
+def test_heads_kept_on_both_sides_of_the_rotation_are_trusted(
+    rotated: dict[str, Path], head: str
+) -> None:
+    assert _audit(rotated["led"], _pub(rotated, "k1"), rotated[head]) == []
+
+
+def test_the_retired_key_is_refused_and_changes_nothing(
+    rotated: dict[str, Path], task_data: dict[str, Path]
+) -> None:
+    before = tree_digest(rotated["led"])
+    add = run_cli(
+        "ledger",
+        "add",
+        rotated["led"],
+        "--task",
+        "c",
+        "--data",
+        task_data["c"],
+        "--steps",
+        "2",
+        "--key",
+        rotated["k0"],
+    )
+    assert add.code != 0
+    assert add.err.strip() == (
+        "error: the signing key was retired by the key rotation at event 3; sign with the "
+        f"current key ({_key_id(rotated, 'k1')})"
+    )
+    assert tree_digest(rotated["led"]) == before
+
+
+def test_rotating_to_a_key_the_chain_has_used_is_refused(rotated: dict[str, Path]) -> None:
+    before = tree_digest(rotated["led"])
+    again = run_cli(
+        "ledger", "rotate-key", rotated["led"], "--key", rotated["k1"], "--new-key", rotated["k0"]
+    )
+    assert again.err.strip() == "error: the new key has signed this ledger before; use a fresh key"
+    assert tree_digest(rotated["led"]) == before
+
+
+def test_retired_key_forks_by_rotating_to_its_own_key(
+    rotated: dict[str, Path], task_data: dict[str, Path], tmp_path: Path
+) -> None:
+    """Who holds the leaked k0 takes the folder from before the rotation, rotates to a key
+    of its own and writes on: k1's holders and anyone with a later head catch it; an auditor
+    holding only k0 and no later head cannot (FORMAT.md §8)."""
+    from ledger.cli import main
+
+    fork, mine = tmp_path / "fork", tmp_path / "mine"
+    shutil.copytree(rotated["pre"], fork)
+    generate(mine)
+    main(["rotate-key", str(fork), "--key", str(rotated["k0"]), "--new-key", str(mine)])
+    main(
+        [
+            "add",
+            str(fork),
+            "--task",
+            "a2",
+            "--data",
+            str(task_data["a"]),
+            "--steps",
+            "2",
+            "--readd-deleted",
+        ]
+    )
+    assert _audit(fork, _pub(rotated, "k1")) == [
+        f"FAIL: public-key: the given key {_key_id(rotated, 'k1')} is not in the ledger's key "
+        f"chain ({_key_id(rotated, 'k0')} → {_key_id({'mine': mine}, 'mine')} "
+        "(rotated in at event 3))"
+    ]
+    assert _audit(fork, _pub(rotated, "k0"), rotated["post.head"])[0].startswith(
+        "FAIL: trusted-heads: "
+    )
+    assert _audit(fork, _pub(rotated, "k0")) == []
+
+
+def _forge_rotation_to(folder: Path, old: Ed25519PrivateKey, new_hex: str) -> None:
+    """Append a rotation to ``new_hex`` that its holder never signed, its head by ``old``."""
+    db = str(folder / "ledger.duckdb")
+    with duckdb.connect(db) as con:
+        (log_id,) = con.execute("SELECT log_id FROM config").fetchone() or ("",)
+        payloads = [p for (p,) in con.execute("SELECT payload FROM events ORDER BY seq").fetchall()]
+        seq = len(payloads)
+        (time,) = con.execute(
+            "SELECT json_extract_string(body, '$.time') FROM tree_heads WHERE size = ?", [seq]
+        ).fetchone() or ("",)
+        event = {
+            "kind": "key_rotation",
+            "new_key_signature": base64.b64encode(
+                old.sign(b"no signature by the new key")
+            ).decode(),
+            "new_public_key": new_hex,
+            "old_public_key": raw_public(old.public_key()).hex(),
+            "seq": seq,
+            "time": time,
+        }
+        payload = canonical(event).decode()
+        leaves = [leaf_hash(p.encode()) for p in [*payloads, payload]]
+        head = sign_head(old, log_id, leaves, time)
+        con.execute("INSERT INTO events VALUES (?, 'key_rotation', NULL, ?)", [seq, payload])
+        con.execute("INSERT INTO tree_heads VALUES (?, ?, ?)", [seq + 1, head.body, head.signature])
+        con.execute("CHECKPOINT")
+
+
+def test_a_rotation_to_the_trusted_key_without_its_signature_is_refused(
+    rotated: dict[str, Path], tmp_path: Path
+) -> None:
+    """The leaked k0 forks the old history and 'rotates' to k1, so that an auditor trusting
+    k1 takes the fork: the head after a rotation is the old key's to sign, so only the new
+    key's own signature over the history stops it."""
+    fork = tmp_path / "fork"
+    shutil.copytree(rotated["pre"], fork)
+    k1_hex = raw_public(load_private(rotated["k1"]).public_key()).hex()
+    _forge_rotation_to(fork, load_private(rotated["k0"]), k1_hex)
+    expected = "event 3 (key rotation): the new key's signature over the history before it fails"
+    assert [line for line in _audit(fork, _pub(rotated, "k1")) if expected in line]
+    status = run_cli("ledger", "status", fork, "--public-key", f"{rotated['k1']}.pub")
+    assert status.code != 0
+    assert status.err.strip() == "error: event 3: the new key did not sign the key rotation"
