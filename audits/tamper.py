@@ -1161,7 +1161,8 @@ def markdown(report: dict[str, Any]) -> str:
         "no FAIL)",
         "",
         "Each case copies a freshly built ledger (tiny model: a (ft), b, c, d added, c unlearned "
-        "with a certificate), applies one mutation and runs `run_audit`, then `run_check` with "
+        "with a certificate, the key then rotated so d's add is signed by the new one), applies "
+        "one mutation and runs `run_audit`, then `run_check` with "
         "the held certificate; detected = a FAIL or an `error:` refusal (`UnreadableInput`). "
         "A verifier crash counts as undetected.",
         "",
