@@ -69,7 +69,8 @@ def _zero_state(led: Path) -> None:
 def _rewrite_event(led: Path) -> None:
     con = duckdb.connect(str(led / "ledger.duckdb"))
     (payload,) = con.execute("SELECT payload FROM events WHERE seq = 1").fetchone()
-    con.execute("UPDATE events SET payload = ? WHERE seq = 1", [payload.replace('"a"', '"z"')])
+    rewritten = payload.replace('"a"', '"z"')  # the index column too, so only the hash tells
+    con.execute("UPDATE events SET payload = ?, task_id = 'z' WHERE seq = 1", [rewritten])
     con.close()
 
 
@@ -88,9 +89,13 @@ TAMPERING: dict[str, tuple[Callable[[Path], None], str]] = {
         "config table differs from the signed init event",
     ),
     "history-rewritten-before-append": (_rewrite_event, "history rewritten"),
+    "event-index-column-disagrees-with-payload": (
+        lambda led: _sql(led, "UPDATE events SET task_id = 'z' WHERE seq = 1"),
+        "event 1: its kind or task_id column is not its payload's",
+    ),
     "head-signature-forged": (
         lambda led: _sql(led, "UPDATE tree_heads SET signature = 'AAAA' || substr(signature, 5)"),
-        "not signed by the ledger key",
+        "is not signed by the key the chain puts in force there",
     ),
     "base-file-swapped": (
         lambda led: (led / "base/vocab.txt").write_text("[PAD]\n"),

@@ -12,9 +12,11 @@ import duckdb
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from ledger._internal.checkpoint import checkpoint_note
 from ledger._internal.jcs import canonical
 from ledger._internal.keys import generate, load_private, raw_public
 from ledger._internal.merkle import leaf_hash
+from ledger._internal.rotation import rotation_message
 from ledger._internal.treehead import sign_head
 from tests.conftest import run_cli, tree_digest
 from verifier.checks import run_audit, run_check
@@ -193,32 +195,45 @@ def test_retired_key_forks_by_rotating_to_its_own_key(
     assert _audit(fork, _pub(rotated, "k0")) == []
 
 
-def _forge_rotation_to(folder: Path, old: Ed25519PrivateKey, new_hex: str) -> None:
-    """Append a rotation to ``new_hex`` that its holder never signed, its head by ``old``."""
+def _append_rotation(
+    folder: Path,
+    old_hex: str,
+    new: Ed25519PrivateKey | str,
+    head_key: Ed25519PrivateKey,
+) -> None:
+    """Append a rotation to ``new`` and its head, signed by ``head_key``. A private ``new``
+    signs the rotation message as a real rotation does; a bare hex key gets a forged one."""
     db = str(folder / "ledger.duckdb")
     with duckdb.connect(db) as con:
         (log_id,) = con.execute("SELECT log_id FROM config").fetchone() or ("",)
         payloads = [p for (p,) in con.execute("SELECT payload FROM events ORDER BY seq").fetchall()]
+        leaves = [leaf_hash(p.encode()) for p in payloads]
         seq = len(payloads)
         (time,) = con.execute(
             "SELECT json_extract_string(body, '$.time') FROM tree_heads WHERE size = ?", [seq]
         ).fetchone() or ("",)
+        if isinstance(new, str):
+            new_hex, signature = new, head_key.sign(b"no signature by the new key")
+        else:
+            new_hex = raw_public(new.public_key()).hex()
+            signature = new.sign(rotation_message(log_id, old_hex, new_hex, leaves))
         event = {
             "kind": "key_rotation",
-            "new_key_signature": base64.b64encode(
-                old.sign(b"no signature by the new key")
-            ).decode(),
+            "new_key_signature": base64.b64encode(signature).decode(),
             "new_public_key": new_hex,
-            "old_public_key": raw_public(old.public_key()).hex(),
+            "old_public_key": old_hex,
             "seq": seq,
             "time": time,
         }
         payload = canonical(event).decode()
-        leaves = [leaf_hash(p.encode()) for p in [*payloads, payload]]
-        head = sign_head(old, log_id, leaves, time)
+        head = sign_head(head_key, log_id, [*leaves, leaf_hash(payload.encode())], time)
         con.execute("INSERT INTO events VALUES (?, 'key_rotation', NULL, ?)", [seq, payload])
         con.execute("INSERT INTO tree_heads VALUES (?, ?, ?)", [seq + 1, head.body, head.signature])
         con.execute("CHECKPOINT")
+
+
+def _hex(key: Ed25519PrivateKey) -> str:
+    return raw_public(key.public_key()).hex()
 
 
 def test_a_rotation_to_the_trusted_key_without_its_signature_is_refused(
@@ -229,10 +244,61 @@ def test_a_rotation_to_the_trusted_key_without_its_signature_is_refused(
     key's own signature over the history stops it."""
     fork = tmp_path / "fork"
     shutil.copytree(rotated["pre"], fork)
-    k1_hex = raw_public(load_private(rotated["k1"]).public_key()).hex()
-    _forge_rotation_to(fork, load_private(rotated["k0"]), k1_hex)
+    k0 = load_private(rotated["k0"])
+    _append_rotation(fork, _hex(k0), _hex(load_private(rotated["k1"])), k0)
     expected = "event 3 (key rotation): the new key's signature over the history before it fails"
     assert [line for line in _audit(fork, _pub(rotated, "k1")) if expected in line]
     status = run_cli("ledger", "status", fork, "--public-key", f"{rotated['k1']}.pub")
     assert status.code != 0
     assert status.err.strip() == "error: event 3: the new key did not sign the key rotation"
+
+
+def test_a_strangers_rotations_off_the_trusted_key_are_refused_by_readers(
+    rotated: dict[str, Path], tmp_path: Path
+) -> None:
+    """Someone with keys of their own and only k1.pub appends k1 → k3 (k3's own rotation
+    message genuine) and k3 → k4, signing both heads with k3: the latest head is k3's to
+    sign, so only the first rotation's head, which k1 never signed, gives it away."""
+    fork = tmp_path / "fork"
+    shutil.copytree(rotated["led"], fork)
+    k3, k4 = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    _append_rotation(fork, _hex(load_private(rotated["k1"])), k3, k3)
+    _append_rotation(fork, _hex(k3), k4, k3)
+    status = run_cli("ledger", "status", fork, "--public-key", f"{rotated['k1']}.pub")
+    assert status.err.strip() == (
+        "error: the tree head of size 7 is not signed by the key the chain puts in force "
+        f"there ({_key_id(rotated, 'k1')})"
+    )
+    assert _audit(fork, _pub(rotated, "k1"))[0].startswith("FAIL: tree-heads: head 7: ")
+
+
+def test_a_checkpoint_taken_right_after_the_rotation_is_trusted(
+    rotated: dict[str, Path], tmp_path: Path
+) -> None:
+    """Its size is the rotation's own head, the old key's to sign, but the old key is
+    retired by then: the new key's checkpoint of that size stands."""
+    from ledger.cli import main
+
+    led = tmp_path / "led"
+    shutil.copytree(rotated["pre"], led)
+    main(["rotate-key", str(led), "--key", str(rotated["k0"]), "--new-key", str(rotated["k1"])])
+    checkpoint = tmp_path / "rotation.checkpoint"
+    checkpoint.write_text(run_cli("ledger", "checkpoint", led).out)
+    assert checkpoint.read_text().split("\n")[1] == "4"
+    assert _audit(led, _pub(rotated, "k0"), checkpoint) == []
+
+
+def test_a_retired_keys_checkpoint_past_the_folder_accuses_no_one(
+    rotated: dict[str, Path], tmp_path: Path
+) -> None:
+    """The leaked k0 signs a checkpoint of size 50 for the honest folder's log: it must not
+    read as a rollback of that folder, because only the current key signs past its size."""
+    with duckdb.connect(str(rotated["led"] / "ledger.duckdb"), read_only=True) as con:
+        (log_id,) = con.execute("SELECT log_id FROM config").fetchone() or ("",)
+    fake = tmp_path / "fake.checkpoint"
+    fake.write_text(checkpoint_note(log_id, 50, "00" * 32, load_private(rotated["k0"])))
+    assert _audit(rotated["led"], _pub(rotated, "k1"), fake) == [
+        "FAIL: trusted-heads: fake.checkpoint: no signature by the key the folder's key chain "
+        "puts in force at size 50 (a forged checkpoint, or a folder rolled back or forked "
+        "from before a key rotation)"
+    ]

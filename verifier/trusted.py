@@ -36,11 +36,16 @@ class TrustedHead:
 
 
 def _signers(ctx: Context, size: int) -> list[Ed25519PublicKey]:
-    """Who may have signed a kept head of ``size``: the chain's signer of that size, or, for
-    a head larger than the folder's (a rollback), any key of the chain the given key is in."""
-    if size <= len(ctx.raw):
-        return [ctx.head_key(size)]
-    return [ctx.head_key(first) for first, _ in ctx.chain.keys]
+    """Who may have signed a kept head of ``size`` (FORMAT.md §4): the key in force at that
+    size, and at a rotation's own head also the key it brings in (a checkpoint taken right
+    after the rotation: its old key is retired). For a head larger than the folder's (a
+    rollback), only the folder's current key: a retired key's checkpoint of a size it never
+    signed would otherwise accuse an honest folder of a rollback."""
+    if size > len(ctx.raw):
+        return [ctx.head_key(ctx.chain.keys[-1][0])]
+    return [ctx.head_key(size)] + [
+        ctx.head_key(first) for first, _ in ctx.chain.keys if first == size + 1
+    ]
 
 
 def _checkpoint(text: str, ctx: Context, source: str) -> TrustedHead:
@@ -67,7 +72,11 @@ def _checkpoint(text: str, ctx: Context, source: str) -> TrustedHead:
             continue
         break
     else:
-        raise Fail(f"{source}: no signature by the key the ledger's key chain names for it")
+        raise Fail(
+            f"{source}: no signature by the key the folder's key chain puts in force at size "
+            f"{size_text} (a forged checkpoint, or a folder rolled back or forked from before "
+            "a key rotation)"
+        )
     try:
         root = base64.b64decode(root_b64, validate=True)
     except ValueError:

@@ -173,6 +173,25 @@ def config_from_init(init: dict[str, Any], log_id: str) -> Config:
         raise LedgerError(f"the init event lacks {exc.args[0]!r}") from None
 
 
+def _check_head(store: Store, leaves: list[bytes], key_hex: str) -> None:
+    """The stored head of this size covers exactly these events, signed by ``key_hex``."""
+    head = store.head(len(leaves))
+    try:
+        signature = base64.b64decode(head.signature, validate=True)
+    except ValueError:
+        signature = b""
+    if not verifies(public_from_hex(key_hex), signature, head.body.encode()):
+        raise LedgerError(
+            f"the tree head of size {len(leaves)} is not signed by the key the chain puts "
+            f"in force there ({short_id(key_hex)})"
+        )
+    fields = head_fields(head)
+    if fields.get("root") != root_from_leaf_hashes(leaves).hex() or fields.get("size") != len(
+        leaves
+    ):
+        raise LedgerError("the stored events do not match the signed tree head: history rewritten")
+
+
 def _check_log(
     store: Store,
     config: Config,
@@ -180,10 +199,12 @@ def _check_log(
     leaves: list[bytes],
     trusted: Ed25519PublicKey | None,
 ) -> KeyChain:
-    """The latest signed head must cover exactly the stored events, signed by its chain key.
+    """The latest signed head must cover exactly the stored events, signed by its chain key,
+    and each rotation's own head by the key it retires.
 
-    The trusted key may be any key of the chain: the heads it signed cover each
-    later rotation, and each new key signed the history it took over. Without
+    The trusted key may be any key of the chain: the rotation heads it and its
+    successors signed cover each later rotation, and each new key signed the
+    history it took over. Without
     a trusted key only the keys the folder names can be used, which proves
     nothing against whoever wrote the folder: the caller says so.
     """
@@ -196,18 +217,9 @@ def _check_log(
             f"the ledger is signed by key {short_id(chain.current)}, and no key of its chain "
             f"({chain.describe()}) is the one you trust ({short_id(raw_public(trusted).hex())})"
         )
-    head = store.head(len(leaves))
-    try:
-        signature = base64.b64decode(head.signature, validate=True)
-    except ValueError:
-        signature = b""
-    if not verifies(public_from_hex(chain.signer(len(leaves))), signature, head.body.encode()):
-        raise LedgerError(f"the tree head of size {len(leaves)} is not signed by the ledger key")
-    fields = head_fields(head)
-    if fields.get("root") != root_from_leaf_hashes(leaves).hex() or fields.get("size") != len(
-        leaves
-    ):
-        raise LedgerError("the stored events do not match the signed tree head: history rewritten")
+    for first, _ in chain.keys[1:]:  # each rotation's own head, by the key it retires
+        _check_head(store, leaves[: first - 1], chain.signer(first - 1))
+    _check_head(store, leaves, chain.signer(len(leaves)))
     return chain
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,8 @@ from ledger._internal.tensorfile import write_bytes_durable
 from ledger._internal.treehead import utc_now
 
 KIND = "key_rotation"
+FIELDS = ("kind", "seq", "time", "old_public_key", "new_public_key", "new_key_signature")
+_HEX = re.compile(r"[0-9a-f]{64}")
 
 
 def rotation_message(log_id: str, old_hex: str, new_hex: str, leaves_before: list[bytes]) -> bytes:
@@ -79,16 +82,20 @@ def short_id(key_hex: str) -> str:
 def key_chain(events: list[dict[str, Any]], leaves: list[bytes], log_id: str) -> KeyChain:
     """The chain the signed events declare, each rotation's new-key signature checked."""
     keys = [(1, str(events[0]["public_key"]))]
-    for event in events:
+    for seq, event in enumerate(events):
         if event.get("kind") != KIND:
             continue
-        seq, old, new = event["seq"], event["old_public_key"], event["new_public_key"]
+        if sorted(event) != sorted(FIELDS) or event["seq"] != seq:
+            raise LedgerError(f"event {seq}: a key rotation has exactly the fields {FIELDS}")
+        old, new = event["old_public_key"], event["new_public_key"]
+        if not all(isinstance(k, str) and _HEX.fullmatch(k) for k in (old, new)):
+            raise LedgerError(f"event {seq}: a rotation's keys are 64 lowercase hex digits")
         if old != keys[-1][1] or new in {k for _, k in keys}:
             raise LedgerError(f"event {seq}: the key rotation does not continue the key chain")
         try:
             signature = base64.b64decode(event["new_key_signature"], validate=True)
             new_key = public_from_hex(new)
-        except ValueError:
+        except (TypeError, ValueError):
             raise LedgerError(f"event {seq}: the key rotation is malformed") from None
         if not verifies(new_key, signature, rotation_message(log_id, old, new, leaves[:seq])):
             raise LedgerError(f"event {seq}: the new key did not sign the key rotation")

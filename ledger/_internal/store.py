@@ -325,10 +325,18 @@ class Store:
         return [TaskRow(*row) for row in rows]
 
     def log(self) -> tuple[list[bytes], list[dict[str, Any]]]:
-        """Every event's leaf hash and parsed payload, from one read of the table."""
-        rows = self._rows("SELECT seq, payload FROM events ORDER BY seq")
-        leaves = [leaf_hash(payload.encode("utf-8")) for _, payload in rows]
-        return leaves, [_parse_event(seq, payload) for seq, payload in rows]
+        """Every event's leaf hash and parsed payload, from one read of the table.
+
+        The kind and task_id columns are an index of the payloads: one that
+        disagrees would make this reader and the verifier see different ledgers."""
+        rows = self._rows("SELECT seq, kind, task_id, payload FROM events ORDER BY seq")
+        events = []
+        for seq, kind, task_id, payload in rows:
+            event = _parse_event(seq, payload)
+            if (kind, task_id) != (event.get("kind"), event.get("task_id")):
+                raise LedgerError(f"event {seq}: its kind or task_id column is not its payload's")
+            events.append(event)
+        return [leaf_hash(payload.encode("utf-8")) for *_, payload in rows], events
 
     def active_ids(self) -> list[str]:
         return sorted(t.task_id for t in self.tasks() if t.status == "active")
