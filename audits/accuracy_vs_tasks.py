@@ -29,7 +29,7 @@ from audits.datasets import LOADERS
 from audits.methods import METHODS, Context
 from audits.scoring import Scorer, accuracy, balanced_accuracy, interval, labels
 from audits.setting import Prepared, Setting, folder, prepare
-from ledger._internal.add import Hyper
+from ledger import Hyper
 
 NAME = "accuracy_vs_tasks"
 SETTINGS = [

@@ -19,7 +19,7 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ledger._internal.corpora import Record, Task, movielens_tasks, package_file, split
+from ledger.data import Record, Task, movielens_tasks, package_file, split
 
 MIN_ROWS = 20
 RT_FILE = "data/rotten_tomatoes_corpus_full.csv.bz2"

@@ -17,8 +17,8 @@ import numpy.typing as npt
 import torch
 
 from audits.cache import Flat
-from ledger._internal.basemodel import load_model
-from ledger._internal.corpora import Record, Task
+from ledger.data import Record, Task
+from ledger.training import load_model
 
 VAL_ROWS = 128
 BATCH = 64

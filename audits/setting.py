@@ -18,7 +18,7 @@ from transformers.utils import logging as hf_logging
 from audits.cache import Cache, Log
 from audits.datasets import LOADERS, Selection, select
 from audits.training import Trainer, build_base
-from ledger._internal.add import Hyper
+from ledger import Hyper
 
 N_POOL = 150
 PRETRAIN_STEPS = 300

@@ -53,7 +53,7 @@ import rfc8785
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ledger._internal.merkle import leaf_hash, root_from_leaf_hashes
+from ledger.log import leaf_hash, root_from_leaf_hashes
 from verifier.checks import run_audit, run_check
 from verifier.dsse import pae
 from verifier.ledger_reader import UnreadableInput
@@ -396,17 +396,18 @@ def _histories_before_unlearn(root: Path, led: Path) -> None:
 
 def _histories_after(root: Path, led: Path) -> None:
     """The deleted task brought back: into the state file alone, and announced as a new id."""
-    from ledger._internal.tensorfile import read_tensors, write_tensors
+    from safetensors.numpy import load_file
 
     histories = root / "histories"
     merged = Path(shutil.copytree(led, histories / "vector-merged-back"))
-    deleted = read_tensors(histories / "before-unlearn" / "vectors" / "c.safetensors")
-    state = read_tensors(merged / "state.safetensors")
-    (merged / "state.safetensors").unlink()
-    write_tensors(
-        merged / "state.safetensors",
-        {n: q.astype(np.int64) + deleted[n].astype(np.int64) for n, q in state.items()},
-    )
+    deleted = load_file(histories / "before-unlearn" / "vectors" / "c.safetensors")
+    state = bytearray((merged / "state.safetensors").read_bytes())
+    (length,) = struct.unpack("<Q", state[:8])
+    for name, entry in json.loads(state[8 : 8 + length]).items():  # the header kept as it is
+        start, end = (8 + length + offset for offset in entry["data_offsets"])
+        total = np.frombuffer(state[start:end], "<i8") + deleted[name].reshape(-1)
+        state[start:end] = total.astype("<i8").tobytes()
+    (merged / "state.safetensors").write_bytes(bytes(state))
     readded = Path(shutil.copytree(led, histories / "data-re-added"))
     data = root / "c.jsonl"
     _ledger_cli("add", readded, "--task", "c2", "--data", data, "--steps", "3", "--readd-deleted")

@@ -18,14 +18,17 @@ import numpy as np
 import torch
 
 from audits.cache import Cache, Flat, Log, timed
-from ledger._internal.add import Hyper, derive_task_seed
-from ledger._internal.basemodel import build_minilm, build_tiny, load_model, trainable_names
-from ledger._internal.corpora import Task, write_jsonl
-from ledger._internal.determinism import apply_knobs
-from ledger._internal.finetune import TrainSpec, tune
-
-SIGN_SEED = 0
-THREADS = 2
+from ledger import Hyper, build_minilm, build_tiny
+from ledger.data import Task, write_jsonl
+from ledger.defaults import SIGN_SEED, THREADS
+from ledger.training import (
+    TrainSpec,
+    apply_knobs,
+    derive_task_seed,
+    fine_tune,
+    load_model,
+    trainable_names,
+)
 
 
 def build_base(
@@ -109,7 +112,7 @@ class Trainer:
             threads=THREADS,
             sign_seed=SIGN_SEED,
         )
-        tau = tune(
+        tau = fine_tune(
             self.model, self.tokenizer, [r["text"] for r in rows], [r["label"] for r in rows], spec
         )
         self.model.load_state_dict(self.theta0)

@@ -27,26 +27,19 @@ from audits.accuracy_vs_tasks import SETTINGS
 from audits.cache import Log
 from audits.methods import METHODS
 from audits.setting import Prepared, prepare
-from audits.training import SIGN_SEED, THREADS
-from ledger._internal.add import add_task
-from ledger._internal.corpora import Task, write_jsonl
-from ledger._internal.create import init_ledger
-from ledger._internal.keys import generate
-from ledger._internal.layout import STATE
-from ledger._internal.ledgerdir import open_ledger
-from ledger._internal.unlearn import unlearn_task
-from ledger._internal.vector import TaskVector
+from ledger import STATE_FILE, TaskVector, add_task, generate_key, init_ledger, status, unlearn_task
+from ledger.data import Task, write_jsonl
+from ledger.defaults import SCALE_BITS, SIGN_SEED, THREADS
 
 NAME = "unlearning_cost"
 SIZES = (10, 50, 100)
 QUICK_SIZES = (2, 4)
-SCALE_BITS = 40
 
 
 def _ledger_bytes(root: Path) -> int:
     """What serving needs beyond θ0: the merged state Q and the masks (no vectors retained)."""
     masks = sum(p.stat().st_size for p in (root / "masks").glob("*.safetensors"))
-    return (root / STATE).stat().st_size + masks
+    return (root / STATE_FILE).stat().st_size + masks
 
 
 class LedgerRun:
@@ -60,7 +53,7 @@ class LedgerRun:
         self.data.mkdir(parents=True, exist_ok=True)
         self.key = self.work / "operator.key"
         if not self.key.exists():
-            generate(self.key)
+            generate_key(self.key)
         self.hyper = prepared.setting.hyper
 
     def at(self, tasks: list[Task]) -> Path:
@@ -71,14 +64,22 @@ class LedgerRun:
             root = self.work / f"ledger-exactly-{len(tasks)}"
         if not root.exists():
             base = self.prepared.trainer.base
-            init_ledger(root, base, self.key, SIGN_SEED, SCALE_BITS, THREADS, False)
+            init_ledger(
+                root,
+                base,
+                self.key,
+                sign_seed=SIGN_SEED,
+                scale_bits=SCALE_BITS,
+                threads=THREADS,
+                retain_vectors=False,
+            )
         present = self._active(root)
         for task in tasks:
             if task.task_id in present:
                 continue
             data = write_jsonl(self.data / f"{task.task_id}.jsonl", task.train)
             started = time.perf_counter()
-            add_task(root, task.task_id, data, "sift", None, self.hyper, None)
+            add_task(root, task.task_id, data, hyper=self.hyper)
             self.log(f"ledger add {task.task_id}: {time.perf_counter() - started:.1f} s")
         if self._active(root) != {t.task_id for t in tasks}:
             raise SystemExit(f"error: ledger {root} does not hold exactly the first {len(tasks)}")
@@ -86,21 +87,19 @@ class LedgerRun:
 
     @staticmethod
     def _active(root: Path) -> set[str]:
-        with open_ledger(root) as ledger:
-            return set(ledger.store.active_ids())
+        return set(status(root)["active"])
 
     def same_as_audit(self, tasks: list[Task]) -> dict[str, bool]:
         """Per task: is the ledger's recorded vector digest the audit's cached vector's?"""
         trainer, cache = self.prepared.trainer, self.prepared.cache
-        with open_ledger(self.root) as ledger:
-            recorded = {t.task_id: ledger.store.task(t.task_id) for t in tasks}
+        recorded = status(self.root)["tasks"]
 
         def check(task: Task) -> bool:
             flat = trainer.vector(task, "sift")
             tau = {n: t.numpy() for n, t in trainer.unflatten(flat).items()}
             mine = TaskVector.from_tau(tau, SCALE_BITS, "sift", SIGN_SEED).vector_digest
-            row = recorded[task.task_id]
-            return row is not None and row.vector_digest == mine
+            row = recorded.get(task.task_id)
+            return row is not None and row["digest"] == mine
 
         out = {}
         for task in tasks:
@@ -119,7 +118,7 @@ class LedgerRun:
         certificate.unlink(missing_ok=True)
         data = self.data / f"{task.task_id}.jsonl"
         started = time.perf_counter()
-        unlearn_task(copy, task.task_id, data, certificate, self.key)
+        unlearn_task(copy, task.task_id, data, certificate, key_path=self.key)
         seconds = time.perf_counter() - started
         shutil.rmtree(copy)
         self.log(f"ledger unlearn at T={size}: {seconds:.1f} s")

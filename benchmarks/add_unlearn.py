@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ledger._internal.corpora import movielens_tasks, write_jsonl
+from ledger.data import movielens_tasks, write_jsonl
 
 BIN = Path(sys.executable).parent
 

@@ -17,9 +17,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ledger._internal import state
-from ledger._internal.codec import checked_add
-from ledger._internal.digest import set_digest
+from ledger.fixedpoint import checked_add, set_digest
 
 
 def _median_seconds(fn: Callable[[], object], repeats: int) -> float:
@@ -45,7 +43,7 @@ def main() -> None:
     digest = _median_seconds(lambda: set_digest({"x": q}), r)
     add = _median_seconds(lambda: np.add(merged, q), r)
     checked = _median_seconds(lambda: checked_add(merged, q, "x"), r)
-    merge = _median_seconds(lambda: state.add({"x": merged}, {"x": q}), r)
+    merge = _median_seconds(lambda: merge({"x": merged}, {"x": q}), r)
     rows = {
         "entries": n,
         "cores": os.cpu_count(),

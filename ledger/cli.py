@@ -1,4 +1,4 @@
-"""The ``ledger`` command line (shared/CONTRACT.md): thin wrappers over ``ledger._internal``."""
+"""The ``ledger`` command line (docs/CLI.md): thin wrappers over ``ledger._internal``."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from ledger import defaults
 from ledger._internal.errors import LedgerError
 from ledger._internal.jcs import SEED_LIMIT
 
@@ -109,10 +110,28 @@ def _base_command(name: str, summary: str) -> Callable[[Callable[..., Any]], Any
     def register(builder: Callable[..., None]) -> Any:
         @base.command(name, help=summary)
         @click.argument("out", type=_PATH)
-        @click.option("--seed", default=0, show_default=True, type=click.IntRange(0, _MAX_SEED))
+        @click.option(
+            "--seed",
+            default=0,
+            show_default=True,
+            type=click.IntRange(0, _MAX_SEED),
+            help="Seeds the new weights (and the pretraining).",
+        )
         @click.option("--pretrain", type=_EXISTING, help="JSONL to pretrain the model on first.")
-        @click.option("--steps", default=300, show_default=True, type=click.IntRange(1))
-        @click.option("--threads", default=2, show_default=True, type=click.IntRange(1))
+        @click.option(
+            "--steps",
+            default=defaults.PRETRAIN_STEPS,
+            show_default=True,
+            type=click.IntRange(1),
+            help="Pretraining steps (with --pretrain).",
+        )
+        @click.option(
+            "--threads",
+            default=defaults.THREADS,
+            show_default=True,
+            type=click.IntRange(1),
+            help="Torch threads for the pretraining.",
+        )
         def command(out: Path, seed: int, pretrain: Path | None, steps: int, threads: int) -> None:
             from ledger._internal.tensorfile import refuse_nonempty
 
@@ -142,12 +161,42 @@ def _minilm(*args: Any, **kwargs: Any) -> None:
 
 @cli.command()
 @click.argument("directory", type=_PATH)
-@click.option("--base", "base_dir", required=True, type=_EXISTING)
-@click.option("--key", required=True, type=_EXISTING)
-@click.option("--seed", default=0, show_default=True, type=click.IntRange(0, _MAX_SEED))
-@click.option("--scale-bits", default=40, show_default=True, type=click.IntRange(0, 62))
-@click.option("--threads", default=2, show_default=True, type=click.IntRange(1, 256))
-@click.option("--retain-vectors/--no-retain-vectors", default=True, show_default=True)
+@click.option(
+    "--base", "base_dir", required=True, type=_EXISTING, help="The base model (ledger base)."
+)
+@click.option(
+    "--key",
+    required=True,
+    type=_EXISTING,
+    help="The signing key (ledger keygen); the default signer of later writes.",
+)
+@click.option(
+    "--seed",
+    default=defaults.SIGN_SEED,
+    show_default=True,
+    type=click.IntRange(0, _MAX_SEED),
+    help="Seeds the global sign vector every SIFT fine-tune is constrained to.",
+)
+@click.option(
+    "--scale-bits",
+    default=defaults.SCALE_BITS,
+    show_default=True,
+    type=click.IntRange(0, 62),
+    help="Fixed point: vectors are stored as round(τ · 2^K) in int64.",
+)
+@click.option(
+    "--threads",
+    default=defaults.THREADS,
+    show_default=True,
+    type=click.IntRange(1, 256),
+    help="Torch threads every fine-tune and replay runs with (part of the determinism record).",
+)
+@click.option(
+    "--retain-vectors/--no-retain-vectors",
+    default=True,
+    show_default=True,
+    help="Keep each active task's vector so the verifier can recompute the merge without torch.",
+)
 def init(
     directory: Path,
     base_dir: Path,
@@ -160,21 +209,64 @@ def init(
     """A new ledger in DIRECTORY over the base model."""
     from ledger._internal.create import init_ledger
 
-    log = init_ledger(directory, base_dir, key, seed, scale_bits, threads, retain_vectors)
+    log = init_ledger(
+        directory,
+        base_dir,
+        key,
+        sign_seed=seed,
+        scale_bits=scale_bits,
+        threads=threads,
+        retain_vectors=retain_vectors,
+    )
     click.echo(f"initialised ledger {directory}: log {log}")
 
 
 @cli.command()
 @click.argument("directory", type=_PATH)
-@click.option("--task", "task_id", required=True)
-@click.option("--data", required=True, type=_PATH)
-@click.option("--method", default="sift", show_default=True, type=click.Choice(["sift", "ft"]))
-@click.option("--seed", default=None, type=click.IntRange(0, _MAX_SEED))
-@click.option("--steps", default=20, show_default=True, type=click.IntRange(1))
-@click.option("--lr", default=3e-5, show_default=True, type=click.FloatRange(0, 100, min_open=True))
-@click.option("--batch-size", default=16, show_default=True, type=click.IntRange(1))
-@click.option("--max-length", default=32, show_default=True, type=click.IntRange(2))
-@click.option("--key", default=None, type=_PATH)
+@click.option("--task", "task_id", required=True, help="The task's id (never reused).")
+@click.option("--data", required=True, type=_PATH, help="The task's JSONL records.")
+@click.option(
+    "--method",
+    default="sift",
+    show_default=True,
+    type=click.Choice(["sift", "ft"]),
+    help="sift: sign-constrained (SIFT-Masks); ft: unconstrained fine-tune.",
+)
+@click.option(
+    "--seed",
+    default=None,
+    type=click.IntRange(0, _MAX_SEED),
+    help="The task's training seed (default: derived from the ledger seed and the task id).",
+)
+@click.option(
+    "--steps",
+    default=defaults.STEPS,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Optimizer steps.",
+)
+@click.option(
+    "--lr",
+    default=defaults.LR,
+    show_default=True,
+    type=click.FloatRange(0, 100, min_open=True),
+    help="AdamW learning rate.",
+)
+@click.option(
+    "--batch-size",
+    default=defaults.BATCH_SIZE,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Records per step.",
+)
+@click.option(
+    "--max-length",
+    default=defaults.MAX_LENGTH,
+    show_default=True,
+    type=click.IntRange(2),
+    help="Tokens per text; longer texts are cut.",
+)
+@click.option("--key", default=None, type=_PATH, help="The signing key (default: the current one).")
 @_wait
 @click.option(
     "--readd-deleted",
@@ -205,23 +297,27 @@ def add(
             directory,
             task_id,
             data,
-            method,
-            seed,
-            Hyper(steps, lr, batch_size, max_length),
-            key,
-            progress,
-            wait,
-            readd_deleted,
+            method=method,
+            seed=seed,
+            hyper=Hyper(steps, lr, batch_size, max_length),
+            key_path=key,
+            progress=progress,
+            wait=wait,
+            readd_deleted=readd_deleted,
         )
     click.echo(f"added {task_id}: {event['vector_digest']} (event {event['seq']})")
 
 
 @cli.command()
 @click.argument("directory", type=_PATH)
-@click.option("--task", "task_id", required=True)
-@click.option("--data", required=True, type=_PATH)
-@click.option("--certificate", required=True, type=_PATH)
-@click.option("--key", default=None, type=_PATH)
+@click.option("--task", "task_id", required=True, help="The task to unlearn.")
+@click.option(
+    "--data", required=True, type=_PATH, help="The task's JSONL, as it was added (replayed)."
+)
+@click.option(
+    "--certificate", required=True, type=_PATH, help="Where to write the signed certificate."
+)
+@click.option("--key", default=None, type=_PATH, help="The signing key (default: the current one).")
 @_wait
 def unlearn(
     directory: Path, task_id: str, data: Path, certificate: Path, key: Path | None, wait: float
@@ -232,7 +328,9 @@ def unlearn(
     from ledger._internal.unlearn import unlearn_task
 
     with _progress(f"replaying {task_id}") as progress:
-        event = unlearn_task(directory, task_id, data, certificate, key, progress, wait)
+        event = unlearn_task(
+            directory, task_id, data, certificate, key_path=key, progress=progress, wait=wait
+        )
     click.echo(f"unlearned {task_id} (event {event['seq']}); certificate: {certificate}")
 
 
@@ -261,9 +359,9 @@ def status(
 
 @cli.command()
 @click.argument("directory", type=_PATH)
-@click.option("--task", "task_id", required=True)
-@click.option("--text", required=True)
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--task", "task_id", required=True, help="Whose served model answers.")
+@click.option("--text", required=True, help="The text to classify.")
+@click.option("--json", "as_json", is_flag=True, help="Label, probabilities and how it was served.")
 @_trust
 def predict(
     directory: Path,
@@ -285,7 +383,7 @@ def predict(
 
 @cli.command()
 @click.argument("directory", type=_PATH)
-@click.option("--task", "task_id", required=True)
+@click.option("--task", "task_id", required=True, help="Whose served model to export.")
 @click.argument("out", type=_PATH)
 @_trust
 def export(
@@ -343,7 +441,9 @@ def proof(
 
 @cli.command()
 @click.argument("directory", type=_PATH)
-@click.option("--key", "signing_key", type=_PATH, help="The signing key (default: init's).")
+@click.option(
+    "--key", "signing_key", type=_PATH, help="The signing key (default: the current one)."
+)
 def checkpoint(directory: Path, signing_key: Path | None) -> None:
     """The latest signed head as a C2SP tlog-checkpoint signed note on stdout.
 
@@ -375,7 +475,7 @@ def rotate_key(directory: Path, old_key: Path, new_key: Path, wait: float) -> No
     for anyone who trusts the new key or keeps a later checkpoint."""
     from ledger._internal.rotation import rotate_key as rotate
 
-    event = rotate(directory, old_key, new_key, wait)
+    event = rotate(directory, old_key, new_key, wait=wait)
     click.echo(
         f"rotated at event {event['seq']}: key {event['old_key_id'][:16]} -> "
         f"{event['new_key_id'][:16]}"

@@ -34,7 +34,7 @@ class Result:
 
 @pytest.fixture(scope="session")
 def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from ledger._internal.basemodel import build_tiny
+    from ledger import build_tiny
 
     out = tmp_path_factory.mktemp("base") / "tiny"
     build_tiny(out, seed=0)
@@ -43,10 +43,10 @@ def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def key(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from ledger._internal.keys import generate
+    from ledger import generate_key
 
     path = tmp_path_factory.mktemp("keys") / "ledger.key"
-    generate(path)
+    generate_key(path)
     return path
 
 

@@ -9,12 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from ledger import Hyper, add_task, unlearn_task
+from ledger import status as ledger_status
 from ledger._internal import journal
-from ledger._internal.add import Hyper, add_task
 from ledger._internal.errors import DeterminismMismatch
 from ledger._internal.ledgerdir import open_ledger
-from ledger._internal.status import ledger_status
-from ledger._internal.unlearn import unlearn_task
 from tests.conftest import tree_digest
 from verifier.checks import run_audit
 
@@ -33,8 +32,8 @@ def one_task(
     from ledger._internal.create import init_ledger
 
     led = tmp_path_factory.mktemp("atomic") / "led"
-    init_ledger(led, tiny_base, key, sign_seed=3, scale_bits=40, threads=2, retain_vectors=True)
-    add_task(led, "a", task_data["a"], "sift", None, Hyper(steps=3), None)
+    init_ledger(led, tiny_base, key, sign_seed=3)
+    add_task(led, "a", task_data["a"], method="sift", hyper=Hyper(steps=3))
     return led
 
 
@@ -51,7 +50,7 @@ def _audit_ok(led: Path, key: Path) -> None:
 
 
 def _add_b(led: Path, data: dict[str, Path]) -> None:
-    add_task(led, "b", data["b"], "sift", None, Hyper(steps=3), None)
+    add_task(led, "b", data["b"], method="sift", hyper=Hyper(steps=3))
 
 
 def test_crash_after_commit_before_moves_is_finished_on_reopen(
@@ -120,7 +119,7 @@ def test_replay_on_another_thread_count_is_a_named_mismatch(
     monkeypatch.setattr(torch, "set_num_threads", lambda n: None)
     before = tree_digest(led)
     with pytest.raises(DeterminismMismatch, match="threads: recorded 2, current 1"):
-        unlearn_task(led, "a", task_data["a"], tmp_path / "cert.json", None)
+        unlearn_task(led, "a", task_data["a"], tmp_path / "cert.json")
     assert tree_digest(led) == before
     assert not (tmp_path / "cert.json").exists()
 
@@ -130,7 +129,7 @@ def test_replay_under_another_torch_version_is_a_named_mismatch(
 ) -> None:
     monkeypatch.setattr(torch, "__version__", "9.9.9")
     with pytest.raises(DeterminismMismatch, match="torch: recorded"):
-        unlearn_task(led, "a", task_data["a"], tmp_path / "cert.json", None)
+        unlearn_task(led, "a", task_data["a"], tmp_path / "cert.json")
 
 
 def test_a_replay_that_misses_the_digest_changes_nothing(
@@ -150,7 +149,7 @@ def test_a_replay_that_misses_the_digest_changes_nothing(
     monkeypatch.setattr(unlearn, "finetune", drifting)
     before = tree_digest(led)
     with pytest.raises(unlearn.LedgerError, match=r"replayed digest .* != recorded"):
-        unlearn_task(led, "a", task_data["a"], tmp_path / "cert.json", None)
+        unlearn_task(led, "a", task_data["a"], tmp_path / "cert.json")
     assert tree_digest(led) == before
     with open_ledger(led) as ledger:
         assert ledger.store.active_ids() == ["a"]

@@ -79,9 +79,9 @@ def _loose_key(tmp: Path, key: Path) -> Path:
 
 
 def _other_key(tmp: Path) -> Path:
-    from ledger._internal.keys import generate
+    from ledger import generate_key
 
-    generate(tmp / "other.key")
+    generate_key(tmp / "other.key")
     return tmp / "other.key"
 
 

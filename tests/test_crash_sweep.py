@@ -68,10 +68,10 @@ def inputs(
     tmp_path_factory: pytest.TempPathFactory, key: Path, task_data: dict[str, Path]
 ) -> dict[str, Path]:
     """The task data, the ledger's key and the key a rotation hands over to."""
-    from ledger._internal.keys import generate
+    from ledger import generate_key
 
     new = tmp_path_factory.mktemp("new-key") / "new.key"
-    generate(new)
+    generate_key(new)
     return {**task_data, "key": key, "new": new}
 
 

@@ -195,11 +195,11 @@ def test_bad_input_is_one_error_line_and_changes_nothing(
     code: int,
     message: str,
 ) -> None:
-    from ledger._internal.keys import generate
+    from ledger import generate_key
 
     truncated = tmp_path / "truncated.jsonl"
     truncated.write_bytes(task_data["a"].read_bytes()[:-9])
-    generate(tmp_path / "other.key")
+    generate_key(tmp_path / "other.key")
     values = {
         "L": fresh,
         "a": task_data["a"],

@@ -24,15 +24,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ledger._internal import determinism
-from ledger._internal.basemodel import (
-    build_tiny,
-    load_model,
-    minilm_source_dir,
-    trainable_names,
-)
+from ledger._internal.basemodel import build_tiny, minilm_source_dir
 from ledger._internal.errors import DeterminismMismatch, LedgerError
-from ledger._internal.finetune import TrainSpec, batch_order, finetune
+from ledger._internal.finetune import batch_order, finetune
+from ledger._internal.model import load_model, trainable_names
 from ledger._internal.signs import sign_vector
+from ledger._internal.spec import TrainSpec
 
 REPO = Path(__file__).resolve().parent.parent
 GENRES = ["Comedy", "Drama", "Action", "Thriller", "Romance", "Horror", "Sci-Fi", "Documentary"]

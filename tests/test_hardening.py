@@ -15,8 +15,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from ledger._internal.add import Hyper, add_task
-from ledger._internal.create import init_ledger
+from ledger import Hyper, add_task, init_ledger
 from tests.conftest import Result, tree_digest
 
 
@@ -28,9 +27,9 @@ def two_tasks(
     task_data: dict[str, Path],
 ) -> Path:
     led = tmp_path_factory.mktemp("hard") / "led"
-    init_ledger(led, tiny_base, key, sign_seed=5, scale_bits=40, threads=2, retain_vectors=True)
-    add_task(led, "a", task_data["a"], "sift", None, Hyper(steps=3), None)
-    add_task(led, "b", task_data["b"], "ft", None, Hyper(steps=3), None)
+    init_ledger(led, tiny_base, key, sign_seed=5)
+    add_task(led, "a", task_data["a"], method="sift", hyper=Hyper(steps=3))
+    add_task(led, "b", task_data["b"], method="ft", hyper=Hyper(steps=3))
     return led
 
 
@@ -259,8 +258,8 @@ def test_recovery_works_from_any_working_directory(
     led: Path, task_data: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A journal written via a relative path must not be resolved against another cwd."""
+    from ledger import status as ledger_status
     from ledger._internal import journal
-    from ledger._internal.status import ledger_status
 
     class Crash(BaseException):
         pass
@@ -271,7 +270,7 @@ def test_recovery_works_from_any_working_directory(
     monkeypatch.chdir(led.parent)
     monkeypatch.setattr(journal, "apply_plan", crash)
     with pytest.raises(Crash):
-        add_task(Path("led"), "c", task_data["c"], "sift", None, Hyper(steps=2), None)
+        add_task(Path("led"), "c", task_data["c"], method="sift", hyper=Hyper(steps=2))
     monkeypatch.undo()
     elsewhere = tmp_path / "elsewhere"
     (elsewhere / "led").mkdir(parents=True)
@@ -398,9 +397,9 @@ def test_readers_check_the_head_against_a_key_from_outside_the_folder(
     led: Path, key: Path, tmp_path: Path, ledger_cli: Callable[..., Result], command: str
 ) -> None:
     """A forged folder carries its own key: only a key the reader brings proves anything."""
-    from ledger._internal.keys import generate
+    from ledger import generate_key
 
-    other = generate(tmp_path / "other.key")
+    other = generate_key(tmp_path / "other.key")
     args = {
         "status": ["status", led, "--json"],
         "predict": ["predict", led, "--task", "a", "--text", "good"],

@@ -12,11 +12,12 @@ import duckdb
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from ledger import generate_key
 from ledger._internal.checkpoint import checkpoint_note
 from ledger._internal.jcs import canonical
-from ledger._internal.keys import generate, load_private, raw_public
+from ledger._internal.keychain import rotation_message
+from ledger._internal.keys import load_private, raw_public
 from ledger._internal.merkle import leaf_hash
-from ledger._internal.rotation import rotation_message
 from ledger._internal.treehead import sign_head
 from tests.conftest import run_cli, tree_digest
 from verifier.checks import run_audit, run_check
@@ -33,7 +34,7 @@ def rotated(
     root = tmp_path_factory.mktemp("rotation")
     paths = {name: root / name for name in ("led", "pre", "k0", "k1", "stranger")}
     for name in ("k0", "k1", "stranger"):
-        generate(paths[name])
+        generate_key(paths[name])
     led = paths["led"]
 
     def ledger(*args: str | Path) -> None:
@@ -72,7 +73,7 @@ def _audit(folder: Path, pub: bytes, *kept: Path) -> list[str]:
 
 
 def _key_id(paths: dict[str, Path], key: str) -> str:
-    from ledger._internal.rotation import short_id
+    from ledger._internal.keychain import short_id
 
     return short_id(raw_public(load_private(paths[key]).public_key()).hex())
 
@@ -169,7 +170,7 @@ def test_retired_key_forks_by_rotating_to_its_own_key(
 
     fork, mine = tmp_path / "fork", tmp_path / "mine"
     shutil.copytree(rotated["pre"], fork)
-    generate(mine)
+    generate_key(mine)
     main(["rotate-key", str(fork), "--key", str(rotated["k0"]), "--new-key", str(mine)])
     main(
         [

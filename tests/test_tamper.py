@@ -296,9 +296,9 @@ def test_every_tensor_file_change_fails(
 
 
 def test_wrong_public_key_fails_through_the_cli(clean: dict[str, Path], tmp_path: Path) -> None:
-    from ledger._internal.keys import generate
+    from ledger import generate_key
 
-    other = generate(tmp_path / "other.key")
+    other = generate_key(tmp_path / "other.key")
     result = run_cli("verifier", "audit", "--ledger", clean["led"], "--public-key", other)
     assert result.code == 1 and "FAIL" in result.out
 

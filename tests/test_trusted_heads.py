@@ -91,10 +91,10 @@ def test_a_forked_folder_fails(history: dict[str, Path]) -> None:
 def test_a_checkpoint_signed_by_another_key_is_no_trusted_head(
     history: dict[str, Path], tmp_path: Path
 ) -> None:
-    from ledger._internal.keys import generate
+    from ledger import generate_key
 
     other = tmp_path / "other.key"
-    generate(other)
+    generate_key(other)
     note = run_cli("ledger", "checkpoint", history["led"], "--key", other)
     assert note.code == 1 and "not this ledger's key" in note.err
 

@@ -24,9 +24,9 @@ import rfc8785
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ledger._internal.digest import set_digest
-from ledger._internal.merkle import leaf_hash, root_from_leaf_hashes
 from ledger._internal.tensorfile import read_tensors, write_tensors
+from ledger.fixedpoint import set_digest
+from ledger.log import leaf_hash, root_from_leaf_hashes
 from verifier.checks import run_audit, run_check
 from verifier.context import CheckResult
 from verifier.ledger_reader import UnreadableInput

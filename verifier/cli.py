@@ -1,4 +1,5 @@
-"""`verifier check` and `verifier audit` (CONTRACT.md): one line per check, exit 1 on any FAIL.
+"""`verifier check` and `verifier audit` (docs/CLI.md): one line per check and a summary, or
+with ``--json`` one JSON object; exit 1 on any FAIL.
 
 Unreadable inputs are an `error:` line on stderr with exit 1, usage errors one
 with exit 2 (click runs without its own handling, which would print a usage
@@ -8,42 +9,25 @@ line too, because an auditor's tool must not answer tampering with a traceback.
 
 from __future__ import annotations
 
-import os
-import stat
+import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import click
 
-from verifier.checks import run_audit, run_check
-from verifier.context import CheckResult
-from verifier.ledger_reader import TEXT_CAP, UnreadableInput
-
-
-def _read(path: Path, what: str) -> bytes:
-    """At most TEXT_CAP bytes of a regular file (a FIFO would block): the file may be hostile."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-        with os.fdopen(fd, "rb") as handle:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise UnreadableInput(f"{what} {path} is not a regular file")
-            data = handle.read(TEXT_CAP + 1)
-    except OSError as exc:
-        raise UnreadableInput(f"cannot read {what} {path}: {exc.strerror}") from None
-    if len(data) > TEXT_CAP:
-        raise UnreadableInput(f"{what} {path} is larger than {TEXT_CAP} bytes")
-    return data
+from verifier.ledger_reader import UnreadableInput
+from verifier.report import Report, verify_certificate, verify_ledger
 
 
 def _first_line(exc: Exception) -> str:
     return (str(exc).strip().splitlines() or [""])[0]
 
 
-def _report(run: Callable[[], list[CheckResult]]) -> None:
+def _report(run: Callable[[], Report], as_json: bool) -> None:
     try:
-        results = run()
+        report = run()
     except UnreadableInput as exc:
         click.echo(f"error: {_first_line(exc)}", err=True)
         sys.exit(1)
@@ -53,9 +37,13 @@ def _report(run: Callable[[], list[CheckResult]]) -> None:
             err=True,
         )
         sys.exit(1)
-    for r in results:
-        click.echo(r.line())
-    failed = [r for r in results if r.status == "FAIL"]
+    if as_json:
+        click.echo(json.dumps(report.to_json(), indent=2))
+    else:
+        for r in report.results:
+            click.echo(r.line())
+        click.echo(report.summary())
+    failed = report.failures
     if failed:
         first = failed[0].line().removeprefix("FAIL: ")
         click.echo(
@@ -95,8 +83,9 @@ _trusted = click.option(
 )
 
 
-def _kept(paths: tuple[Path, ...]) -> list[tuple[str, bytes]]:
-    return [(str(p), _read(p, "trusted head")) for p in paths]
+_json = click.option(
+    "--json", "as_json", is_flag=True, help="One JSON object: ok, summary and every check."
+)
 
 
 @cli.command()
@@ -109,18 +98,16 @@ def _kept(paths: tuple[Path, ...]) -> list[tuple[str, bytes]]:
 )
 @_key
 @_trusted
+@_json
 def check(
-    ledger_dir: Path, certificate: Path, public_key: Path, trusted_heads: tuple[Path, ...]
+    ledger_dir: Path,
+    certificate: Path,
+    public_key: Path,
+    trusted_heads: Sequence[Path],
+    as_json: bool,
 ) -> None:
     """Verify one unlearning certificate against a ledger, and that the deletion holds now."""
-    _report(
-        lambda: run_check(
-            ledger_dir,
-            _read(certificate, "certificate"),
-            _read(public_key, "public key"),
-            _kept(trusted_heads),
-        )
-    )
+    _report(lambda: verify_certificate(ledger_dir, certificate, public_key, trusted_heads), as_json)
 
 
 @cli.command()
@@ -134,15 +121,16 @@ def check(
     help="A folder remembering the largest head verified per log; an older or forked one "
     "is refused later.",
 )
+@_json
 def audit(
-    ledger_dir: Path, public_key: Path, trusted_heads: tuple[Path, ...], state_dir: Path | None
+    ledger_dir: Path,
+    public_key: Path,
+    trusted_heads: Sequence[Path],
+    state_dir: Path | None,
+    as_json: bool,
 ) -> None:
     """Verify a whole ledger: signatures, Merkle log, state, masks and stored certificates."""
-    _report(
-        lambda: run_audit(
-            ledger_dir, _read(public_key, "public key"), _kept(trusted_heads), state_dir
-        )
-    )
+    _report(lambda: verify_ledger(ledger_dir, public_key, trusted_heads, state_dir), as_json)
 
 
 def main(argv: list[str] | None = None) -> Any:

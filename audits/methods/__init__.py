@@ -16,10 +16,9 @@ import numpy as np
 from audits.cache import Flat
 from audits.scoring import Labels, Scorer, accuracy, labels
 from audits.training import Trainer
-from ledger._internal.codec import Int64Array, quantise
-from ledger._internal.corpora import Task
-
-SCALE_BITS = 40  # the ledger's default fixed-point scale
+from ledger.data import Task
+from ledger.defaults import SCALE_BITS
+from ledger.fixedpoint import Int64Array, quantise
 
 
 @dataclass

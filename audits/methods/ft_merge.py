@@ -4,8 +4,9 @@ Summed in the ledger's int64 fixed point, so deleting a task is one replayed
 fine-tune and an exact subtraction, as for SIFT-Masks.
 """
 
-from audits.methods import SCALE_BITS, Context, Cost, Entry, Predictions
-from ledger._internal.codec import checked_add, dequantise
+from audits.methods import Context, Cost, Entry, Predictions
+from ledger.defaults import SCALE_BITS
+from ledger.fixedpoint import checked_add, dequantise
 
 
 def run(ctx: Context) -> Predictions:

@@ -8,8 +8,9 @@ the real `ledger unlearn`).
 import numpy as np
 import numpy.typing as npt
 
-from audits.methods import SCALE_BITS, Context, Cost, Entry, Predictions
-from ledger._internal.codec import Int64Array, checked_add, dequantise
+from audits.methods import Context, Cost, Entry, Predictions
+from ledger.defaults import SCALE_BITS
+from ledger.fixedpoint import Int64Array, checked_add, served_delta
 
 
 def merged(ctx: Context) -> tuple[Int64Array, npt.NDArray[np.int32]]:
@@ -32,7 +33,7 @@ def run(ctx: Context) -> Predictions:
     out = {}
     for task in ctx.tasks:
         mask = ctx.quantised(ctx.sift(task)) != 0
-        delta = dequantise(np.where(mask, total, 0), SCALE_BITS, len(ctx.tasks))
+        delta = served_delta(total, mask, SCALE_BITS, len(ctx.tasks))
         out[task.task_id] = ctx.predict(task, delta)
     return out
 

@@ -7,8 +7,9 @@ improvement over the paper's 1/T, reported beside it.
 
 import numpy as np
 
-from audits.methods import SCALE_BITS, Context, Cost, Entry, Predictions
+from audits.methods import Context, Cost, Entry, Predictions
 from audits.methods.sift_masks import merged, storage
+from ledger.defaults import SCALE_BITS
 
 
 def run(ctx: Context) -> Predictions:

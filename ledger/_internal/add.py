@@ -9,16 +9,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ledger import defaults
 from ledger._internal import journal, state
 from ledger._internal.data import load_dataset
 from ledger._internal.determinism import record
 from ledger._internal.digest import set_digest
 from ledger._internal.errors import LedgerError
-from ledger._internal.finetune import TrainSpec, finetune
+from ledger._internal.finetune import finetune
 from ledger._internal.journal import DEFAULT_WAIT
 from ledger._internal.keys import load_private
 from ledger._internal.layout import STATE, check_task_id, mask_file, vector_file
 from ledger._internal.ledgerdir import Ledger, open_ledger
+from ledger._internal.spec import TrainSpec
 from ledger._internal.store import TaskRow, Write
 from ledger._internal.tensorfile import write_tensors
 from ledger._internal.treehead import utc_now
@@ -29,10 +31,12 @@ Progress = Callable[[int, int], None]
 
 @dataclass(frozen=True)
 class Hyper:
-    steps: int = 20
-    lr: float = 3e-5
-    batch_size: int = 16
-    max_length: int = 32
+    """The training choices a caller makes; the ledger fixes the rest of the TrainSpec."""
+
+    steps: int = defaults.STEPS
+    lr: float = defaults.LR
+    batch_size: int = defaults.BATCH_SIZE
+    max_length: int = defaults.MAX_LENGTH
 
 
 def derive_task_seed(sign_seed: int, task_id: str) -> int:
@@ -80,10 +84,11 @@ def add_task(
     root: Path,
     task_id: str,
     data_path: Path,
-    method: str,
-    seed: int | None,
-    hyper: Hyper,
-    key_path: Path | None,
+    *,
+    method: str = "sift",
+    seed: int | None = None,
+    hyper: Hyper = Hyper(),
+    key_path: Path | None = None,
     progress: Progress | None = None,
     wait: float = DEFAULT_WAIT,
     readd_deleted: bool = False,

@@ -1,8 +1,8 @@
-"""Base models θ0: a tiny one built from nothing, the shipped MiniLM, and loading.
+"""Base models θ0: a tiny one built from nothing, and the shipped MiniLM, optionally pretrained.
 
 Every base is a Hugging Face directory whose config already says dropout 0,
-so any tool that loads it trains without dropout; `load_model` forces the
-remaining bit-changing choices (fp32, eager attention) on top.
+so any tool that loads it trains without dropout; `model.load_model` forces
+the remaining bit-changing choices (fp32, eager attention) on top.
 """
 
 from __future__ import annotations
@@ -28,15 +28,17 @@ from transformers import (
 )
 from transformers.utils import logging as hf_logging
 
+from ledger import defaults
 from ledger._internal.data import Dataset, load_dataset
 from ledger._internal.determinism import (
     ATTN_IMPLEMENTATION,
-    DROPOUT,
     DTYPE,
-    FROZEN_PATTERN,
     apply_knobs,
 )
 from ledger._internal.errors import LedgerError
+from ledger._internal.finetune import tune
+from ledger._internal.model import load_model, zero_dropout
+from ledger._internal.spec import TrainSpec
 
 _SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 _CHARS = string.ascii_lowercase + string.digits + string.punctuation
@@ -80,20 +82,12 @@ def _vocab() -> list[str]:
     return tokens
 
 
-def _zero_dropout(config: Any) -> None:
-    """Dropout would draw from torch's RNG mid-training: the one knob that makes
-    a replay depend on RNG state rather than on recorded settings."""
-    config.hidden_dropout_prob = DROPOUT
-    config.attention_probs_dropout_prob = DROPOUT
-    config.classifier_dropout = DROPOUT
-
-
 def build_tiny(
     out: Path,
     seed: int = 0,
     pretrain: Path | None = None,
-    steps: int = 300,
-    threads: int = 2,
+    steps: int = defaults.PRETRAIN_STEPS,
+    threads: int = defaults.THREADS,
     progress: Callable[[int, int], None] | None = None,
 ) -> None:
     """A small BERT classifier and tokenizer for tests and quick runs, no downloads."""
@@ -112,7 +106,7 @@ def build_tiny(
         pad_token_id=0,
     )
     config.num_labels = 2
-    _zero_dropout(config)
+    zero_dropout(config)
     torch.manual_seed(seed)
     model = BertForSequenceClassification(config)
     # PreTrainedModel.to's decorator hides its signature from mypy.
@@ -159,11 +153,11 @@ def build_minilm(
     out: Path,
     seed: int = 0,
     pretrain: Path | None = None,
-    steps: int = 300,
-    lr: float = 3e-5,
-    batch_size: int = 32,
-    max_length: int = 32,
-    threads: int = 2,
+    steps: int = defaults.PRETRAIN_STEPS,
+    lr: float = defaults.LR,
+    batch_size: int = defaults.PRETRAIN_BATCH_SIZE,
+    max_length: int = defaults.MAX_LENGTH,
+    threads: int = defaults.THREADS,
     progress: Callable[[int, int], None] | None = None,
 ) -> None:
     """The shipped MiniLM with a head drawn from `seed`, optionally pre-trained.
@@ -175,7 +169,7 @@ def build_minilm(
     src = minilm_source_dir()
     dataset = load_dataset(pretrain) if pretrain is not None else None
     config = AutoConfig.from_pretrained(src, num_labels=2)
-    _zero_dropout(config)
+    zero_dropout(config)
     # The missing head is expected and re-drawn below: keep its warning quiet.
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity(logging.ERROR)
@@ -208,10 +202,10 @@ class Pretraining:
 
     seed: int
     steps: int
-    lr: float = 3e-5
-    batch_size: int = 32
-    max_length: int = 32
-    threads: int = 2
+    lr: float = defaults.LR
+    batch_size: int = defaults.PRETRAIN_BATCH_SIZE
+    max_length: int = defaults.MAX_LENGTH
+    threads: int = defaults.THREADS
 
 
 def _finish(
@@ -226,10 +220,6 @@ def _finish(
     if dataset is None:
         _save(model, tokenizer, out)
         return
-    # finetune imports this module for load_model; importing it at call time
-    # keeps the one training loop without an import cycle.
-    from ledger._internal.finetune import TrainSpec, tune
-
     # Train exactly what load_model would hand a fine-tune, via the same loop.
     with tempfile.TemporaryDirectory(prefix="ulg-base-") as stage:
         _save(model, tokenizer, Path(stage))
@@ -248,40 +238,3 @@ def _finish(
         )
         tune(trained, tokenizer, dataset.texts, dataset.labels, spec, progress)
     _save(trained, tokenizer, out)
-
-
-def load_model(base_dir: Path) -> tuple[PreTrainedModel, Any]:
-    """A base as fine-tuning needs it: fp32, eager attention, no dropout, eval mode.
-
-    Refuses a checkpoint with missing weights: from_pretrained would fill them
-    with fresh random values, and θ0 would silently differ between runs.
-    """
-    if not (base_dir / "config.json").is_file():
-        raise LedgerError(f"{base_dir} is not a model directory (no config.json)")
-    try:
-        config = AutoConfig.from_pretrained(base_dir)
-        _zero_dropout(config)
-        model, info = AutoModelForSequenceClassification.from_pretrained(
-            base_dir,
-            config=config,
-            dtype=DTYPE,
-            attn_implementation=ATTN_IMPLEMENTATION,
-            output_loading_info=True,
-            use_safetensors=True,  # never unpickle a checkpoint: that runs its code
-        )
-        tokenizer = AutoTokenizer.from_pretrained(base_dir)
-    except (OSError, ValueError, KeyError) as exc:
-        raise LedgerError(f"{base_dir} is not a loadable model: {exc}") from exc
-    if info["missing_keys"]:
-        missing = ", ".join(sorted(info["missing_keys"]))
-        raise LedgerError(f"{base_dir}: checkpoint lacks weights ({missing}); build it with base")
-    for module in model.modules():
-        if isinstance(module, torch.nn.Dropout):
-            module.p = DROPOUT
-    model.eval()
-    return model, tokenizer
-
-
-def trainable_names(model: torch.nn.Module) -> list[str]:
-    """Parameters fine-tuning may change: all but the embeddings, as in the paper."""
-    return [name for name, _ in model.named_parameters() if FROZEN_PATTERN not in name]

@@ -1,7 +1,7 @@
 """Fixed-point codec: float32 task vectors <-> int64 at one scale 2^-k per ledger.
 
 Integer addition is associative, so an int64 accumulator can be un-merged
-bit for bit; a float one cannot (DESIGN.md, invariant 1). Overflow is refused,
+bit for bit; a float one cannot. Overflow is refused,
 never wrapped: a wrapped sum would still subtract back exactly, but the served
 model would be garbage and no error would say so.
 """
@@ -39,6 +39,16 @@ def quantise(tau: Mapping[str, Float32Array], scale_bits: int) -> dict[str, Int6
 def dequantise(q: Int64Array, scale_bits: int, divisor: int = 1) -> Float32Array:
     """float32(float64(q) * 2^-k / divisor): a pure function of the integers."""
     return (np.ldexp(q.astype(np.float64), -scale_bits) / divisor).astype(np.float32)
+
+
+def served_delta(
+    merged: Int64Array, mask: npt.NDArray[np.bool_] | None, scale_bits: int, n_tasks: int
+) -> Float32Array:
+    """The serving rule (FORMAT.md §3): dequant(Q ⊙ m_t) / |T|, or Q / |T| without a mask.
+
+    One function for the ledger's served model and the audits' SIFT-Masks row, so
+    the accuracy an audit reports is that of the model the ledger serves."""
+    return dequantise(merged if mask is None else np.where(mask, merged, 0), scale_bits, n_tasks)
 
 
 _BLOCK = 1 << 16  # entries per block: the temporaries stay in cache

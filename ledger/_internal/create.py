@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ledger._internal.basemodel import load_model, trainable_names
+from ledger import defaults
 from ledger._internal.digest import set_digest
 from ledger._internal.errors import LedgerError
 from ledger._internal.jcs import canonical
@@ -22,6 +22,7 @@ from ledger._internal.keys import key_id, load_private, raw_public
 from ledger._internal.layout import BASE, DB_NAME, KEY_PATH_FILE, STATE
 from ledger._internal.ledgerdir import config_from_init
 from ledger._internal.merkle import leaf_hash
+from ledger._internal.model import load_model, trainable_names
 from ledger._internal.safefs import entries, sha256_file
 from ledger._internal.store import FORMAT, Store
 from ledger._internal.tensorfile import fsync_dir, fsync_tree, read_tensors, write_tensors
@@ -70,10 +71,11 @@ def init_ledger(
     root: Path,
     base: Path,
     key_path: Path,
-    sign_seed: int,
-    scale_bits: int,
-    threads: int,
-    retain_vectors: bool,
+    *,
+    sign_seed: int = defaults.SIGN_SEED,
+    scale_bits: int = defaults.SCALE_BITS,
+    threads: int = defaults.THREADS,
+    retain_vectors: bool = True,
 ) -> str:
     """Build the ledger in a private sibling folder, fsync it, rename it into place."""
     root = root.resolve()

@@ -18,17 +18,18 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ledger._internal.add import Hyper, add_task
-from ledger._internal.basemodel import build_minilm, build_tiny, load_model
+from ledger import defaults
+from ledger._internal.add import add_task
+from ledger._internal.basemodel import build_minilm, build_tiny
 from ledger._internal.corpora import Task, movielens_tasks, write_jsonl
 from ledger._internal.create import init_ledger
 from ledger._internal.keys import generate
 from ledger._internal.ledgerdir import open_ledger
+from ledger._internal.model import load_model
 from ledger._internal.serve import probabilities, served_model
 from ledger._internal.unlearn import unlearn_task
 
 PRETRAIN_USERS = 150
-PRETRAIN_STEPS = 300  # batch 32, lr 3e-5: the warm-started global model of the pilot
 
 
 def _accuracy(model: object, tokenizer: object, task: Task) -> float:
@@ -65,7 +66,7 @@ def _base(workdir: Path, model: str, pool: list[Task], console: Console) -> Path
         build_minilm(
             staging,
             pretrain=pooled,
-            steps=PRETRAIN_STEPS,
+            steps=defaults.PRETRAIN_STEPS,
             progress=lambda done, total: bar.update(job, completed=done, total=total),
         )
     staging.rename(base)
@@ -94,14 +95,14 @@ def run_demo(workdir: Path, users: int, model: str = "minilm") -> None:
         generate(key)
     root = workdir / "ledger"
     shutil.rmtree(root, ignore_errors=True)  # the demo's own ledger: a fresh one per run
-    init_ledger(root, base, key, sign_seed=0, scale_bits=40, threads=2, retain_vectors=True)
+    init_ledger(root, base, key)
     data_dir = workdir / "data"
     data_dir.mkdir(exist_ok=True)
     with _bar(console) as bar:
         job = bar.add_task("SIFT fine-tune + merge per user", total=len(demo))
         for task in demo:
             data = write_jsonl(data_dir / f"{task.task_id}.jsonl", task.train)
-            add_task(root, task.task_id, data, "sift", None, Hyper(), None)
+            add_task(root, task.task_id, data)
             bar.advance(job)
     base_model, tokenizer = load_model(base)
     table = Table(title=f"held-out accuracy ({len(demo)} users merged)")
@@ -131,7 +132,7 @@ def run_demo(workdir: Path, users: int, model: str = "minilm") -> None:
     certificate = workdir / f"certificate-{gone.task_id}.dsse.json"
     certificate.unlink(missing_ok=True)
     console.print(f"unlearning {gone.task_id}: replaying its fine-tune and checking the digest…")
-    event = unlearn_task(root, gone.task_id, data_dir / f"{gone.task_id}.jsonl", certificate, None)
+    event = unlearn_task(root, gone.task_id, data_dir / f"{gone.task_id}.jsonl", certificate)
     console.print(f"  state after: {event['state_digest_after']}", soft_wrap=True)
     public = key.with_name(key.name + ".pub")
     failed = False

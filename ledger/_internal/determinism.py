@@ -14,7 +14,7 @@ import platform
 import random
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import tokenizers
@@ -22,9 +22,7 @@ import torch
 import transformers
 
 from ledger._internal.errors import DeterminismMismatch, LedgerError
-
-if TYPE_CHECKING:
-    from ledger._internal.finetune import TrainSpec
+from ledger._internal.spec import TrainSpec
 
 DTYPE = torch.float32
 ATTN_IMPLEMENTATION = "eager"

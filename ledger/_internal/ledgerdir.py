@@ -27,10 +27,10 @@ from ledger._internal.codec import Int64Array
 from ledger._internal.digest import set_digest
 from ledger._internal.errors import LedgerError
 from ledger._internal.jcs import canonical, loads_strict
+from ledger._internal.keychain import KIND, KeyChain, key_chain, short_id
 from ledger._internal.keys import public_from_hex, raw_public, verifies
 from ledger._internal.layout import BASE, DB_NAME, JOURNAL, KEY_PATH_FILE, STATE, mask_file, scan
 from ledger._internal.merkle import leaf_hash, root_from_leaf_hashes
-from ledger._internal.rotation import KIND, KeyChain, key_chain, short_id
 from ledger._internal.safefs import entries, read_regular, sha256_file
 from ledger._internal.store import Config, SignedHead, Store, StoreLocked, TaskRow, Write
 from ledger._internal.tensorfile import (

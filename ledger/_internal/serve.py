@@ -13,14 +13,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from ledger._internal.basemodel import load_model
-from ledger._internal.codec import Float32Array, dequantise
+from ledger import defaults
+from ledger._internal.codec import Float32Array, served_delta
 from ledger._internal.errors import LedgerError
 from ledger._internal.ledgerdir import Ledger
+from ledger._internal.model import load_model
 from ledger._internal.tensorfile import refuse_nonempty
 from ledger._internal.vector import unpack_mask
-
-MAX_LENGTH = 32
 
 
 def served_deltas(ledger: Ledger, task_id: str) -> tuple[dict[str, Float32Array], str]:
@@ -35,9 +34,8 @@ def served_deltas(ledger: Ledger, task_id: str) -> tuple[dict[str, Float32Array]
         masks = ledger.read_mask(task_id, task.mask_digest)
     deltas = {}
     for name, q in merged.items():
-        if masks is not None:
-            q = np.where(unpack_mask(masks[name].astype(np.uint8), q.shape), q, 0)
-        deltas[name] = dequantise(q, ledger.config.scale_bits, len(active))
+        mask = None if masks is None else unpack_mask(masks[name].astype(np.uint8), q.shape)
+        deltas[name] = served_delta(q, mask, ledger.config.scale_bits, len(active))
     return deltas, "masked" if masks is not None else "unmasked"
 
 
@@ -53,7 +51,7 @@ def served_model(ledger: Ledger, task_id: str) -> tuple[Any, Any, str]:
 
 
 def probabilities(
-    model: Any, tokenizer: Any, texts: Sequence[str], max_length: int = MAX_LENGTH
+    model: Any, tokenizer: Any, texts: Sequence[str], max_length: int = defaults.MAX_LENGTH
 ) -> torch.Tensor:
     """Class probabilities, batched; truncate inputs as the task was trained."""
     out = []
@@ -73,7 +71,7 @@ def probabilities(
 def predict(ledger: Ledger, task_id: str, text: str) -> dict[str, Any]:
     model, tokenizer, how = served_model(ledger, task_id)
     task = ledger.store.task(task_id)
-    length = ledger.store.event(task.add_seq)["spec"]["max_length"] if task else MAX_LENGTH
+    length = ledger.store.event(task.add_seq)["spec"]["max_length"] if task else defaults.MAX_LENGTH
     probs = probabilities(model, tokenizer, [text], length)[0]
     return {
         "task": task_id,

@@ -19,12 +19,13 @@ from ledger._internal.data import load_dataset
 from ledger._internal.determinism import apply_knobs, check_replay, record
 from ledger._internal.digest import set_digest
 from ledger._internal.errors import LedgerError
-from ledger._internal.finetune import TrainSpec, finetune
+from ledger._internal.finetune import finetune
 from ledger._internal.journal import DEFAULT_WAIT
 from ledger._internal.keys import load_private
 from ledger._internal.layout import STATE, certificate_file, check_task_id, mask_file, vector_file
 from ledger._internal.ledgerdir import Ledger, open_ledger
 from ledger._internal.safefs import create_exclusive
+from ledger._internal.spec import TrainSpec
 from ledger._internal.store import TaskRow, Write
 from ledger._internal.tensorfile import write_bytes_durable, write_tensors
 from ledger._internal.treehead import utc_now
@@ -75,7 +76,8 @@ def unlearn_task(
     task_id: str,
     data_path: Path,
     certificate_out: Path,
-    key_path: Path | None,
+    *,
+    key_path: Path | None = None,
     progress: Callable[[int, int], None] | None = None,
     wait: float = DEFAULT_WAIT,
 ) -> dict[str, Any]:

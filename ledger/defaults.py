@@ -1,0 +1,15 @@
+"""Every default in one place: the CLI, the training spec, the demo and the audits read these.
+
+A default that lived in two places would let `ledger add` and a notebook's
+`add_task` train different vectors from "the same" settings.
+"""
+
+STEPS = 20  # optimizer steps per task
+LR = 3e-5
+BATCH_SIZE = 16
+MAX_LENGTH = 32  # tokens; longer texts are cut (and `add` says how many)
+SCALE_BITS = 40  # fixed point: q = round(τ · 2^40)
+THREADS = 2  # torch threads every fine-tune runs with (recorded, replayed)
+SIGN_SEED = 0  # the ledger's sign vector
+PRETRAIN_STEPS = 300
+PRETRAIN_BATCH_SIZE = 32

@@ -1,0 +1,20 @@
+"""The deterministic fine-tune, public, for training without a ledger (the audits' baselines).
+
+``apply_knobs`` before ``load_model`` and ``fine_tune`` is what ``ledger add``
+does; a vector trained this way quantises to the digest the ledger records.
+"""
+
+from ledger._internal.add import derive_task_seed
+from ledger._internal.determinism import apply_knobs
+from ledger._internal.finetune import tune as fine_tune
+from ledger._internal.model import load_model, trainable_names
+from ledger._internal.spec import TrainSpec
+
+__all__ = [
+    "TrainSpec",
+    "apply_knobs",
+    "derive_task_seed",
+    "fine_tune",
+    "load_model",
+    "trainable_names",
+]
