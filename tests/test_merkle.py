@@ -1,4 +1,6 @@
-"""RFC 9162 Merkle tree hashing and proofs (ledger._internal.merkle).
+"""RFC 9162 Merkle tree hashing and proofs, in both implementations: the ledger's
+(``ledger.log``) and the independent verifier's (``verifier.merkle``). Every
+known answer, mutation and property runs against each.
 
 Modelled on transparency-dev/merkle's tests. The known answers live in
 tests/vectors/rfc9162.json and are copied verbatim from:
@@ -21,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -29,17 +32,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ledger._internal.merkle import (
-    EMPTY_ROOT,
-    consistency_proof,
-    inclusion_proof,
-    leaf_hash,
-    merkle_root,
-    node_hash,
-    root_from_leaf_hashes,
-    verify_consistency,
-    verify_inclusion,
-)
+from ledger._internal import merkle as ledger_merkle
+from ledger._internal.merkle import EMPTY_ROOT
+from verifier import merkle as verifier_merkle
 
 VECTORS: dict[str, Any] = json.loads(
     (Path(__file__).parent / "vectors" / "rfc9162.json").read_text(encoding="utf-8")
@@ -50,8 +45,55 @@ def _hx(s: str) -> bytes:
     return bytes.fromhex(s)
 
 
+@dataclass(frozen=True)
+class Impl:
+    """One Merkle module behind the same calls: leaf hashes in, RFC 9162 order throughout."""
+
+    leaf_hash: Callable[[bytes], bytes]
+    node_hash: Callable[[bytes, bytes], bytes]
+    root: Callable[[Sequence[bytes]], bytes]  # MTH over leaf hashes
+    inclusion: Callable[[Sequence[bytes], int], list[bytes]]  # PATH(index, D[n])
+    consistency: Callable[[Sequence[bytes], int], list[bytes]]  # PROOF(old size, D[n])
+    verify_inclusion: Callable[[int, int, bytes, Sequence[bytes], bytes], bool]
+    verify_consistency: Callable[[int, int, bytes, bytes, Sequence[bytes]], bool]
+
+    def data_root(self, data: Sequence[bytes]) -> bytes:
+        return self.root([self.leaf_hash(d) for d in data])
+
+
+IMPLS = {
+    "ledger": Impl(
+        ledger_merkle.leaf_hash,
+        ledger_merkle.node_hash,
+        ledger_merkle.root_from_leaf_hashes,
+        ledger_merkle.inclusion_proof,
+        ledger_merkle.consistency_proof,
+        ledger_merkle.verify_inclusion,
+        ledger_merkle.verify_consistency,
+    ),
+    "verifier": Impl(
+        verifier_merkle.leaf_hash,
+        verifier_merkle.node_hash,
+        lambda leaves: verifier_merkle.MerkleTree(leaves).mth(),
+        lambda leaves, i: verifier_merkle.MerkleTree(leaves).inclusion_path(i, len(leaves)),
+        lambda leaves, m: verifier_merkle.MerkleTree(leaves).consistency_proof(m, len(leaves)),
+        verifier_merkle.verify_inclusion,
+        verifier_merkle.verify_consistency,
+    ),
+}
+both = pytest.mark.parametrize("impl", list(IMPLS.values()), ids=list(IMPLS))
+
+
+def _ref_leaf(data: bytes) -> bytes:
+    return hashlib.sha256(b"\x00" + data).digest()
+
+
+def _ref_node(left: bytes, right: bytes) -> bytes:
+    return hashlib.sha256(b"\x01" + left + right).digest()
+
+
 INPUTS = [_hx(s) for s in VECTORS["leaf_inputs"]]
-LEAVES = [leaf_hash(d) for d in INPUTS]
+LEAVES = [_ref_leaf(d) for d in INPUTS]
 ROOTS = [_hx(s) for s in VECTORS["roots"]]  # ROOTS[n] is the root of the first n inputs
 SOME_HASH = _hx(VECTORS["some_hash"])
 INCLUSION = VECTORS["inclusion"]
@@ -118,54 +160,64 @@ def ref_subproof(leaves: Sequence[bytes], m: int, b: bool) -> list[bytes]:
 # 1. Known-answer vectors.
 
 
-def test_empty_root() -> None:
+@both
+def test_empty_root(impl: Impl) -> None:
     assert EMPTY_ROOT.hex() == ("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
     assert _hx(VECTORS["empty_root"]) == EMPTY_ROOT
-    assert merkle_root([]) == EMPTY_ROOT
-    assert root_from_leaf_hashes([]) == EMPTY_ROOT
+    assert impl.data_root([]) == EMPTY_ROOT
+    assert impl.root([]) == EMPTY_ROOT
     assert ROOTS[0] == EMPTY_ROOT
     # The empty tree is not the tree holding one empty leaf.
-    assert merkle_root([b""]) != EMPTY_ROOT
+    assert impl.data_root([b""]) != EMPTY_ROOT
 
 
+@both
 @pytest.mark.parametrize("vec", VECTORS["hasher"], ids=lambda v: v["desc"])
-def test_hasher_vectors(vec: dict[str, str]) -> None:
+def test_hasher_vectors(impl: Impl, vec: dict[str, str]) -> None:
     if vec["kind"] == "leaf":
-        got = leaf_hash(_hx(vec["input"]))
+        got = impl.leaf_hash(_hx(vec["input"]))
     else:
-        got = node_hash(_hx(vec["left"]), _hx(vec["right"]))
+        got = impl.node_hash(_hx(vec["left"]), _hx(vec["right"]))
     assert got.hex() == vec["want"]
 
 
-def test_hasher_domain_separation() -> None:
+@both
+def test_hasher_domain_separation(impl: Impl) -> None:
     # rfc6962/rfc6962_test.go TestRFC6962HasherCollisions.
-    h1, h2 = leaf_hash(b"Hello"), leaf_hash(b"World")
+    h1, h2 = impl.leaf_hash(b"Hello"), impl.leaf_hash(b"World")
     assert h1 != h2
-    assert node_hash(h1, h2) != leaf_hash(h1 + h2)
-    assert node_hash(h1, h2) != node_hash(h2, h1)
+    assert impl.node_hash(h1, h2) != impl.leaf_hash(h1 + h2)
+    assert impl.node_hash(h1, h2) != impl.node_hash(h2, h1)
 
 
+@both
 @pytest.mark.parametrize(
     ("level", "index"),
     [(lv, i) for lv, row in enumerate(VECTORS["node_hashes"]) for i in range(len(row))],
     ids=lambda x: str(x),
 )
-def test_node_hash_vectors(level: int, index: int) -> None:
+def test_node_hash_vectors(impl: Impl, level: int, index: int) -> None:
     want = _hx(VECTORS["node_hashes"][level][index])
     width = 1 << level
-    assert root_from_leaf_hashes(LEAVES[index * width : (index + 1) * width]) == want
+    assert impl.root(LEAVES[index * width : (index + 1) * width]) == want
     if level == 0:
-        assert leaf_hash(INPUTS[index]) == want
+        assert impl.leaf_hash(INPUTS[index]) == want
     else:
         below = VECTORS["node_hashes"][level - 1]
-        assert node_hash(_hx(below[2 * index]), _hx(below[2 * index + 1])) == want
+        assert impl.node_hash(_hx(below[2 * index]), _hx(below[2 * index + 1])) == want
 
 
+@both
 @pytest.mark.parametrize("size", range(len(ROOTS)))
-def test_root_vectors(size: int) -> None:
-    assert merkle_root(INPUTS[:size]) == ROOTS[size]
-    assert root_from_leaf_hashes(LEAVES[:size]) == ROOTS[size]
+def test_root_vectors(impl: Impl, size: int) -> None:
+    assert impl.data_root(INPUTS[:size]) == ROOTS[size]
+    assert impl.root(LEAVES[:size]) == ROOTS[size]
     assert ref_mth(INPUTS[:size]) == ROOTS[size]
+
+
+def test_verifier_prefix_roots_are_the_root_of_every_prefix() -> None:
+    """The verifier's O(n log n) shortcut for every head's root, against the known roots."""
+    assert verifier_merkle.prefix_roots(LEAVES) == ROOTS[1:]
 
 
 def _valid_subtree(start: int, end: int) -> bool:
@@ -185,17 +237,19 @@ def _proof_line(prefix: str, proof: Sequence[bytes]) -> bytes:
 
 
 _SUB_MAX: int = VECTORS["subtree_vectors"]["max_size"]
-_SUB_LEAVES = [leaf_hash(bytes([i])) for i in range(_SUB_MAX)]
+_SUB_LEAVES = [_ref_leaf(bytes([i])) for i in range(_SUB_MAX)]
 
 
-def test_draft_subtree_hash_vector() -> None:
+@both
+def test_draft_subtree_hash_vector(impl: Impl) -> None:
     h = hashlib.sha256()
     for s, e in _subtrees(_SUB_MAX):
-        h.update(f"[{s}, {e}) {root_from_leaf_hashes(_SUB_LEAVES[s:e]).hex()}\n".encode())
+        h.update(f"[{s}, {e}) {impl.root(_SUB_LEAVES[s:e]).hex()}\n".encode())
     assert h.hexdigest() == VECTORS["subtree_vectors"]["subtree_hash"]
 
 
-def test_draft_subtree_inclusion_vector() -> None:
+@both
+def test_draft_subtree_inclusion_vector(impl: Impl) -> None:
     # A subtree inclusion proof is PATH over the subtree's own leaves
     # (testonly/tree_test.go TestSubtreeInclusionProof), so this exercises
     # inclusion_proof for every index of every tree size 1..130.
@@ -203,7 +257,7 @@ def test_draft_subtree_inclusion_vector() -> None:
     for s, e in _subtrees(_SUB_MAX):
         sub = _SUB_LEAVES[s:e]
         for i in range(s, e):
-            h.update(_proof_line(f"{i} [{s}, {e})", inclusion_proof(sub, i - s)))
+            h.update(_proof_line(f"{i} [{s}, {e})", impl.inclusion(sub, i - s)))
     assert h.hexdigest() == VECTORS["subtree_vectors"]["subtree_inclusion_proof"]
 
 
@@ -232,7 +286,8 @@ def _ref_subtree_consistency(
     return [*_ref_subtree_consistency(off + k, size - k, 0, end - k, False), _sub_mth(off, off + k)]
 
 
-def test_draft_subtree_consistency_vector() -> None:
+@both
+def test_draft_subtree_consistency_vector(impl: Impl) -> None:
     # Subtrees starting at 0 are plain RFC 9162 consistency proofs PROOF(end, D[n]) and
     # come from the module; subtrees starting later (a draft-only notion) come from the
     # reference port above. The rolling hash covers every 1 <= m <= n <= 130.
@@ -243,7 +298,7 @@ def test_draft_subtree_consistency_vector() -> None:
             if e > n:
                 continue
             if s == 0:
-                proof = consistency_proof(_SUB_LEAVES[:n], e)
+                proof = impl.consistency(_SUB_LEAVES[:n], e)
             else:
                 proof = _ref_subtree_consistency(0, n, s, e, True)
             h.update(_proof_line(f"[{s}, {e}) {n}", proof))
@@ -262,63 +317,69 @@ def _cons_id(v: dict[str, Any]) -> str:
     return f"{v['old_size']}-to-{v['new_size']}"
 
 
+@both
 @pytest.mark.parametrize("vec", INCLUSION, ids=_incl_id)
-def test_inclusion_proof_vectors(vec: dict[str, Any]) -> None:
+def test_inclusion_proof_vectors(impl: Impl, vec: dict[str, Any]) -> None:
     index, size = vec["index"], vec["size"]
     want = [_hx(p) for p in vec["proof"]]
-    assert inclusion_proof(LEAVES[:size], index) == want
+    assert impl.inclusion(LEAVES[:size], index) == want
     assert ref_path(LEAVES[:size], index) == want
-    assert verify_inclusion(LEAVES[index], index, size, want, ROOTS[size])
+    assert impl.verify_inclusion(index, size, LEAVES[index], want, ROOTS[size])
 
 
+@both
 @pytest.mark.parametrize("vec", CONSISTENCY, ids=_cons_id)
-def test_consistency_proof_vectors(vec: dict[str, Any]) -> None:
+def test_consistency_proof_vectors(impl: Impl, vec: dict[str, Any]) -> None:
     old, new = vec["old_size"], vec["new_size"]
     want = [_hx(p) for p in vec["proof"]]
-    assert consistency_proof(LEAVES[:new], old) == want
-    assert verify_consistency(old, new, ROOTS[old], ROOTS[new], want)
+    assert impl.consistency(LEAVES[:new], old) == want
+    assert impl.verify_consistency(old, new, ROOTS[old], ROOTS[new], want)
 
 
-def test_every_proof_in_the_test_tree_verifies() -> None:
+@both
+def test_every_proof_in_the_test_tree_verifies(impl: Impl) -> None:
     # Every inclusion and consistency proof within the 8-leaf test tree.
     for n in range(1, len(LEAVES) + 1):
         for i in range(n):
-            proof = inclusion_proof(LEAVES[:n], i)
+            proof = impl.inclusion(LEAVES[:n], i)
             assert proof == ref_path(LEAVES[:n], i)
-            assert verify_inclusion(LEAVES[i], i, n, proof, ROOTS[n])
+            assert impl.verify_inclusion(i, n, LEAVES[i], proof, ROOTS[n])
         for m in range(n + 1):
-            proof = consistency_proof(LEAVES[:n], m)
+            proof = impl.consistency(LEAVES[:n], m)
             assert proof == ([] if m in (0, n) else ref_subproof(LEAVES[:n], m, True))
-            assert verify_consistency(m, n, ROOTS[m], ROOTS[n], proof)
+            assert impl.verify_consistency(m, n, ROOTS[m], ROOTS[n], proof)
 
 
-def test_proof_generation_rejects_bad_arguments() -> None:
+@both
+def test_proof_generation_rejects_bad_arguments(impl: Impl) -> None:
     with pytest.raises(ValueError):
-        inclusion_proof(LEAVES, 8)
+        impl.inclusion(LEAVES, 8)
     with pytest.raises(ValueError):
-        inclusion_proof(LEAVES, -1)
+        impl.inclusion(LEAVES, -1)
     with pytest.raises(ValueError):
-        inclusion_proof([], 0)
+        impl.inclusion([], 0)
     with pytest.raises(ValueError):
-        consistency_proof(LEAVES[:3], 6)  # testonly/tree_test.go: ConsistencyProof(6, 3)
+        impl.consistency(LEAVES[:3], 6)  # testonly/tree_test.go: ConsistencyProof(6, 3)
     with pytest.raises(ValueError):
-        consistency_proof(LEAVES, -1)
+        impl.consistency(LEAVES, -1)
 
 
-def test_verify_inclusion_single_entry() -> None:
+@both
+def test_verify_inclusion_single_entry(impl: Impl) -> None:
     # proof/verify_test.go TestVerifyInclusionSingleEntry (the tree of one leaf).
-    h = leaf_hash(b"data")
-    assert verify_inclusion(h, 0, 1, [], h)
-    assert not verify_inclusion(b"", 0, 1, [], h)
-    assert not verify_inclusion(h, 0, 1, [], b"")
+    h = impl.leaf_hash(b"data")
+    assert impl.verify_inclusion(0, 1, h, [], h)
+    assert not impl.verify_inclusion(0, 1, b"", [], h)
+    assert not impl.verify_inclusion(0, 1, h, [], b"")
 
 
+@both
 @pytest.mark.parametrize(("index", "size"), [(0, 0), (0, 1), (1, 0), (2, 1)])
-def test_verify_inclusion_invalid_probes(index: int, size: int) -> None:
+def test_verify_inclusion_invalid_probes(impl: Impl, index: int, size: int) -> None:
     # proof/verify_test.go TestVerifyInclusion probes.
-    assert not verify_inclusion(SOME_HASH, index, size, [], b"")
-    assert not verify_inclusion(b"", index, size, [], EMPTY_ROOT)
-    assert not verify_inclusion(SOME_HASH, index, size, [], EMPTY_ROOT)
+    assert not impl.verify_inclusion(index, size, SOME_HASH, [], b"")
+    assert not impl.verify_inclusion(index, size, b"", [], EMPTY_ROOT)
+    assert not impl.verify_inclusion(index, size, SOME_HASH, [], EMPTY_ROOT)
 
 
 _R1, _R2 = b"don't care 1".ljust(32, b"."), b"don't care 2".ljust(32, b".")  # any 32-byte hashes
@@ -341,15 +402,16 @@ _CONSISTENCY_EDGE_CASES = [
 ]
 
 
+@both
 @pytest.mark.parametrize(
     ("old", "new", "r1", "r2", "proof", "ok"),
     _CONSISTENCY_EDGE_CASES,
     ids=[f"case{i}-{c[0]}-to-{c[1]}" for i, c in enumerate(_CONSISTENCY_EDGE_CASES)],
 )
 def test_verify_consistency_edge_cases(
-    old: int, new: int, r1: bytes, r2: bytes, proof: list[bytes], ok: bool
+    impl: Impl, old: int, new: int, r1: bytes, r2: bytes, proof: list[bytes], ok: bool
 ) -> None:
-    assert verify_consistency(old, new, r1, r2, proof) is ok
+    assert impl.verify_consistency(old, new, r1, r2, proof) is ok
 
 
 # --------------------------------------------------------------------------------------
@@ -410,7 +472,7 @@ def _inclusion_mutations() -> list[InclusionCase]:
         add("wrong-index[-1]", leaf, i - 1, n, proof, root)
         add("wrong-index[+1]", leaf, i + 1, n, proof, root)
         add("wrong-index[^2]", leaf, i ^ 2, n, proof, root)
-        add("wrong-leaf", leaf_hash(b"WrongLeaf"), i, n, proof, root)
+        add("wrong-leaf", _ref_leaf(b"WrongLeaf"), i, n, proof, root)
         add("wrong-leaf[unhashed]", INPUTS[i], i, n, proof, root)
         add("wrong-leaf[neighbour]", LEAVES[i ^ 1], i, n, proof, root)
     return cases
@@ -419,15 +481,16 @@ def _inclusion_mutations() -> list[InclusionCase]:
 _INCLUSION_MUTATIONS = _inclusion_mutations()
 
 
+@both
 @pytest.mark.parametrize(
     ("leaf", "index", "size", "proof", "root"),
     [c[1:] for c in _INCLUSION_MUTATIONS],
     ids=[c[0] for c in _INCLUSION_MUTATIONS],
 )
 def test_inclusion_mutation_rejected(
-    leaf: bytes, index: int, size: int, proof: list[bytes], root: bytes
+    impl: Impl, leaf: bytes, index: int, size: int, proof: list[bytes], root: bytes
 ) -> None:
-    assert not verify_inclusion(leaf, index, size, proof, root)
+    assert not impl.verify_inclusion(index, size, leaf, proof, root)
 
 
 # (id, old size, new size, old root, new root, proof)
@@ -476,15 +539,16 @@ def _consistency_mutations() -> list[ConsistencyCase]:
 _CONSISTENCY_MUTATIONS = _consistency_mutations()
 
 
+@both
 @pytest.mark.parametrize(
     ("old", "new", "old_root", "new_root", "proof"),
     [c[1:] for c in _CONSISTENCY_MUTATIONS],
     ids=[c[0] for c in _CONSISTENCY_MUTATIONS],
 )
 def test_consistency_mutation_rejected(
-    old: int, new: int, old_root: bytes, new_root: bytes, proof: list[bytes]
+    impl: Impl, old: int, new: int, old_root: bytes, new_root: bytes, proof: list[bytes]
 ) -> None:
-    assert not verify_consistency(old, new, old_root, new_root, proof)
+    assert not impl.verify_consistency(old, new, old_root, new_root, proof)
 
 
 def _go_verify_inclusion(
@@ -503,9 +567,9 @@ def _go_verify_inclusion(
         return False
     r = leaf
     for i, h in enumerate(proof[:inner]):
-        r = node_hash(r, h) if (index >> i) & 1 == 0 else node_hash(h, r)
+        r = _ref_node(r, h) if (index >> i) & 1 == 0 else _ref_node(h, r)
     for h in proof[inner:]:
-        r = node_hash(h, r)
+        r = _ref_node(h, r)
     return r == root
 
 
@@ -533,17 +597,18 @@ def _go_verify_consistency(
     h1 = h2 = seed
     for i, h in enumerate(rest[:inner]):
         if (mask >> i) & 1:
-            h1 = node_hash(h, h1)
-            h2 = node_hash(h, h2)
+            h1 = _ref_node(h, h1)
+            h2 = _ref_node(h, h2)
         else:
-            h2 = node_hash(h2, h)
+            h2 = _ref_node(h2, h)
     for h in rest[inner:]:
-        h1 = node_hash(h, h1)
-        h2 = node_hash(h, h2)
+        h1 = _ref_node(h, h1)
+        h2 = _ref_node(h, h2)
     return h1 == old_root and h2 == new_root
 
 
-def test_inclusion_claims_agree_with_transparency_dev() -> None:
+@both
+def test_inclusion_claims_agree_with_transparency_dev(impl: Impl) -> None:
     # Every honest proof in the 8-leaf tree, offered for every (index, size) claim up
     # to size 17, against its own root and against the claimed size's root: the module
     # accepts exactly what transparency-dev's verifier accepts. This catches paths that
@@ -551,23 +616,24 @@ def test_inclusion_claims_agree_with_transparency_dev() -> None:
     checked = accepted = 0
     for n in range(1, len(LEAVES) + 1):
         for i in range(n):
-            proof = inclusion_proof(LEAVES[:n], i)
+            proof = impl.inclusion(LEAVES[:n], i)
             for i2 in range(-1, 18):
                 for n2 in range(18):
                     for root in {ROOTS[n], _root_for(n2, ROOTS[n])}:
                         want = _go_verify_inclusion(LEAVES[i], i2, n2, proof, root)
-                        got = verify_inclusion(LEAVES[i], i2, n2, proof, root)
+                        got = impl.verify_inclusion(i2, n2, LEAVES[i], proof, root)
                         assert got == want, (i, n, i2, n2, root.hex())
                         checked += 1
                         accepted += got
     assert accepted >= 36 and checked > 10_000
 
 
-def test_consistency_claims_agree_with_transparency_dev() -> None:
+@both
+def test_consistency_claims_agree_with_transparency_dev(impl: Impl) -> None:
     checked = accepted = 0
     for n in range(2, len(LEAVES) + 1):
         for m in range(1, n):
-            proof = consistency_proof(LEAVES[:n], m)
+            proof = impl.consistency(LEAVES[:n], m)
             for m2 in range(1, 18):
                 for n2 in range(18):
                     roots = {
@@ -576,7 +642,7 @@ def test_consistency_claims_agree_with_transparency_dev() -> None:
                     }
                     for r1, r2 in roots:
                         want = _go_verify_consistency(m2, n2, r1, r2, proof)
-                        got = verify_consistency(m2, n2, r1, r2, proof)
+                        got = impl.verify_consistency(m2, n2, r1, r2, proof)
                         assert got == want, (m, n, m2, n2)
                         checked += 1
                         accepted += got
@@ -595,58 +661,64 @@ _fast: Callable[[Any], Any] = settings(
 )
 
 
+@both
 @_fast
 @given(_trees)
-def test_random_tree_roots_match_reference(data: list[bytes]) -> None:
-    leaves = [leaf_hash(d) for d in data]
-    assert merkle_root(data) == ref_mth(data)
+def test_random_tree_roots_match_reference(impl: Impl, data: list[bytes]) -> None:
+    leaves = [impl.leaf_hash(d) for d in data]
+    assert impl.data_root(data) == ref_mth(data)
     for n in range(len(leaves) + 1):
-        assert root_from_leaf_hashes(leaves[:n]) == ref_mth_hashed(leaves[:n])
+        assert impl.root(leaves[:n]) == ref_mth_hashed(leaves[:n])
 
 
+@both
 @_fast
 @given(_trees)
-def test_random_tree_every_inclusion_proof_verifies(data: list[bytes]) -> None:
-    leaves = [leaf_hash(d) for d in data]
+def test_random_tree_every_inclusion_proof_verifies(impl: Impl, data: list[bytes]) -> None:
+    leaves = [impl.leaf_hash(d) for d in data]
     n = len(leaves)
     root = ref_mth(data)
     for i in range(n):
-        proof = inclusion_proof(leaves, i)
-        assert verify_inclusion(leaves[i], i, n, proof, root), i
+        proof = impl.inclusion(leaves, i)
+        assert impl.verify_inclusion(i, n, leaves[i], proof, root), i
 
 
+@both
 @_fast
 @given(_trees)
-def test_random_tree_every_consistency_proof_verifies(data: list[bytes]) -> None:
-    leaves = [leaf_hash(d) for d in data]
+def test_random_tree_every_consistency_proof_verifies(impl: Impl, data: list[bytes]) -> None:
+    leaves = [impl.leaf_hash(d) for d in data]
     n = len(leaves)
-    root = root_from_leaf_hashes(leaves)
+    root = impl.root(leaves)
     for m in range(1, n + 1):
-        proof = consistency_proof(leaves, m)
-        assert verify_consistency(m, n, root_from_leaf_hashes(leaves[:m]), root, proof), m
+        proof = impl.consistency(leaves, m)
+        assert impl.verify_consistency(m, n, impl.root(leaves[:m]), root, proof), m
 
 
+@both
 @settings(max_examples=60, deadline=None)
 @given(
     st.lists(st.binary(max_size=8), min_size=2, max_size=64),
     st.data(),
 )
-def test_random_tree_flipped_bit_rejected(data: list[bytes], draw: st.DataObject) -> None:
-    leaves = [leaf_hash(d) for d in data]
+def test_random_tree_flipped_bit_rejected(
+    impl: Impl, data: list[bytes], draw: st.DataObject
+) -> None:
+    leaves = [impl.leaf_hash(d) for d in data]
     n = len(leaves)
-    root = root_from_leaf_hashes(leaves)
+    root = impl.root(leaves)
     i = draw.draw(st.integers(0, n - 1))
-    proof = inclusion_proof(leaves, i)
+    proof = impl.inclusion(leaves, i)
     k = draw.draw(st.integers(0, len(proof) - 1))
     byte, bit = draw.draw(st.integers(0, 31)), draw.draw(st.integers(0, 7))
     bad = list(proof)
     bad[k] = bad[k][:byte] + bytes([bad[k][byte] ^ (1 << bit)]) + bad[k][byte + 1 :]
-    assert not verify_inclusion(leaves[i], i, n, bad, root)
+    assert not impl.verify_inclusion(i, n, leaves[i], bad, root)
 
     m = draw.draw(st.integers(1, n - 1))
-    cproof = consistency_proof(leaves, m)
+    cproof = impl.consistency(leaves, m)
     k = draw.draw(st.integers(0, len(cproof) - 1))
     bad = list(cproof)
     bad[k] = bad[k][:byte] + bytes([bad[k][byte] ^ (1 << bit)]) + bad[k][byte + 1 :]
-    old_root = root_from_leaf_hashes(leaves[:m])
-    assert not verify_consistency(m, n, old_root, root, bad)
+    old_root = impl.root(leaves[:m])
+    assert not impl.verify_consistency(m, n, old_root, root, bad)

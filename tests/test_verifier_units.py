@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import random
 import struct
 from pathlib import Path
 from typing import Any
@@ -24,13 +23,6 @@ from safetensors.numpy import save_file
 
 from verifier.cli import main
 from verifier.dsse import FormatError, b64decode, pae, parse_envelope, parse_jcs, parse_json
-from verifier.merkle import (
-    MerkleTree,
-    leaf_hash,
-    prefix_roots,
-    verify_consistency,
-    verify_inclusion,
-)
 from verifier.tensors import (
     Tensor,
     checked_add,
@@ -41,110 +33,6 @@ from verifier.tensors import (
     sign_bits,
     sign_violations,
 )
-
-# RFC 6962 test leaves and roots (transparency-dev/merkle testonly/constants.go).
-CT_LEAVES = [
-    bytes.fromhex(h)
-    for h in (
-        "",
-        "00",
-        "10",
-        "2021",
-        "3031",
-        "40414243",
-        "5051525354555657",
-        "606162636465666768696a6b6c6d6e6f",
-    )
-]
-CT_ROOTS = [
-    "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
-    "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d",
-    "fac54203e7cc696cf0dfcb42c92a1d9dbaf70ad9e621f4bd8d98662f00e3c125",
-    "aeb6bcfe274b70a14fb067a5e5578264db0fa9b51af5e0ba159158f329e06e77",
-    "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7",
-    "4e3bbb1f7b478dcfe71fb631631519a3bca12c9aefca1612bfce4c13a86264d4",
-    "76e67dadbcdf1e10e1b74ddc608abd2f98dfb16fbce75277b5232a127f2087ef",
-    "ddb89be403809e325750d3d263cd78929c2942b7942a34b77e122c9594a74c8c",
-    "5dc9da79a70659a9ad559cb701ded9a2ab9d823aad2f4960cfe370eff4604328",
-]
-CT_CONSISTENCY = {
-    (1, 8): [
-        "96a296d224f285c67bee93c30f8a309157f0daa35dc5b87e410b78630a09cfc7",
-        "5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
-        "6b47aaf29ee3c2af9af889bc1fb9254dabd31177f16232dd6aab035ca39bf6e4",
-    ],
-    (6, 8): [
-        "0ebc5d3437fbe2db158b9f126a1d118e308181031d0a949f8dededebc558ef6a",
-        "ca854ea128ed050b41b35ffc1b87b8eb2bde461e9e3b5596ece6b9d5975a0ae0",
-        "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7",
-    ],
-    (2, 5): [
-        "5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
-        "bc1a0643b12e4d2d7c77918f44e0f4f79a838b6cf9ec5b5c283e1f4d88599e6b",
-    ],
-}
-
-
-def test_merkle_known_roots() -> None:
-    tree = MerkleTree.from_data(CT_LEAVES)
-    for n, want in enumerate(CT_ROOTS):
-        assert tree.mth(0, n).hex() == want
-    assert [r.hex() for r in prefix_roots(tree.leaves)] == CT_ROOTS[1:]
-
-
-def test_merkle_known_proofs() -> None:
-    tree = MerkleTree.from_data(CT_LEAVES)
-    for (m, n), want in CT_CONSISTENCY.items():
-        proof = tree.consistency_proof(m, n)
-        assert [p.hex() for p in proof] == want
-        assert verify_consistency(
-            m, n, bytes.fromhex(CT_ROOTS[m]), bytes.fromhex(CT_ROOTS[n]), proof
-        )
-    path = tree.inclusion_path(0, 8)
-    assert [p.hex() for p in path] == CT_CONSISTENCY[(1, 8)]
-    assert verify_inclusion(0, 8, leaf_hash(b""), path, bytes.fromhex(CT_ROOTS[8]))
-
-
-def _flip(proof: list[bytes], i: int) -> list[bytes]:
-    return [bytes([p[0] ^ 1]) + p[1:] if j == i else p for j, p in enumerate(proof)]
-
-
-def test_merkle_random_trees_accept_and_mutations_reject() -> None:
-    rng = random.Random(7)
-    for n in range(1, 34):
-        data = [bytes([j]) + rng.randbytes(rng.randrange(0, 9)) for j in range(n)]  # distinct
-        tree = MerkleTree.from_data(data)
-        root = tree.mth()
-        roots = prefix_roots(tree.leaves)
-        assert roots[-1] == root
-        for i in range(n):
-            leaf, path = tree.leaves[i], tree.inclusion_path(i, n)
-            assert verify_inclusion(i, n, leaf, path, root)
-            for k in range(len(path)):
-                assert not verify_inclusion(i, n, leaf, _flip(path, k), root), "modified-proof"
-            if path:
-                assert not verify_inclusion(i, n, leaf, path[:-1], root), "truncated-proof"
-            assert not verify_inclusion(i, n, leaf, [*path, root], root), "extended-proof"
-            assert not verify_inclusion(i, n, leaf, path, leaf_hash(b"x")), "wrong-root"
-            # a size with a longer path (the RFC check binds size only through path shape)
-            assert not verify_inclusion(i, 2 * n + 1, leaf, path, root), "wrong-size"
-            assert not verify_inclusion(i, n, leaf_hash(b"other"), path, root), "wrong-leaf"
-            if n > 1:
-                assert not verify_inclusion((i + 1) % n, n, leaf, path, root), "wrong-index"
-        for m in range(1, n + 1):
-            proof, old = tree.consistency_proof(m, n), roots[m - 1]
-            assert verify_consistency(m, n, old, root, proof)
-            if m == n:
-                assert not verify_consistency(m, n, old, leaf_hash(b"x"), proof)
-                continue
-            for k in range(len(proof)):
-                assert not verify_consistency(m, n, old, root, _flip(proof, k)), "modified-proof"
-            assert not verify_consistency(m, n, old, root, proof[:-1]), "truncated-proof"
-            assert not verify_consistency(m, n, old, leaf_hash(b"x"), proof), "wrong-root"
-            assert not verify_consistency(m, n, leaf_hash(b"x"), root, proof), "wrong-old-root"
-            assert not verify_consistency(m, n, root, old, proof), "swapped-roots"
-            if m + 1 < n:
-                assert not verify_consistency(m + 1, n, old, root, proof), "wrong-size"
 
 
 def test_dsse_pae_vector_and_envelope() -> None:

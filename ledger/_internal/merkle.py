@@ -86,7 +86,7 @@ def _all_hashes(values: Sequence[bytes]) -> bool:
 
 
 def verify_inclusion(
-    leaf: bytes, index: int, size: int, proof: Sequence[bytes], root: bytes
+    index: int, size: int, leaf: bytes, proof: Sequence[bytes], root: bytes
 ) -> bool:
     """RFC 9162 section 2.1.3.2, over a leaf hash."""
     if not 0 <= index < size or not _all_hashes([leaf, root, *proof]):
