@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,24 +29,43 @@ _PATH = click.Path(path_type=Path)
 _EXISTING = click.Path(path_type=Path, exists=True)
 
 
+
+
 @contextmanager
 def _progress(label: str) -> Iterator[Callable[[int, int], None]]:
-    """A rich progress bar on a terminal, silence otherwise (CI logs stay readable)."""
+    """A rich progress bar on a terminal; off one (a log, CI), a plain line on stderr every
+    few seconds, so a long add is visibly alive and a killed one shows how far it got.
+    Work shorter than that prints nothing, so short commands keep a clean stderr.
+    ULG_PROGRESS_SECONDS sets the interval (the test suite sets it past any run, so
+    what a test sees on stderr never depends on the machine's speed)."""
+    if not sys.stderr.isatty():
+        every = float(os.environ.get("ULG_PROGRESS_SECONDS", "5"))
+        started = last = time.monotonic()
+        printed = False
+
+        def line(done: int, total: int) -> None:
+            nonlocal last, printed
+            now = time.monotonic()
+            if now - last >= every or (printed and done == total):
+                last, printed = now, True
+                click.echo(f"{label}: step {done}/{total} ({now - started:.0f} s)", err=True)
+
+        yield line
+        return
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
+        TextColumn("{task.fields[count]}"),
         TimeElapsedColumn(),
         transient=True,
-        disable=not sys.stderr.isatty(),
         console=None,
     ) as bar:
-        task = bar.add_task(label, total=None)
+        task = bar.add_task(label, total=None, count="loading")
 
         def update(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
+            bar.update(task, completed=done, total=total, count=f"{done}/{total}")
 
         yield update
 
@@ -306,6 +326,12 @@ def add(
             readd_deleted=readd_deleted,
         )
     click.echo(f"added {task_id}: {event['vector_digest']} (event {event['seq']})")
+    if event["texts_cut"]:
+        click.echo(
+            f"note: {event['texts_cut']} of {event['n_records']} texts were longer than "
+            f"--max-length {max_length} tokens and were cut to it",
+            err=True,
+        )
 
 
 @cli.command()
@@ -373,11 +399,17 @@ def predict(
 ) -> None:
     """The label the served model for TASK gives to TEXT."""
     from ledger._internal.ledgerdir import open_ledger
+    from ledger._internal.serve import UNKNOWN_TASK
     from ledger._internal.serve import predict as run
 
     with open_ledger(directory, trusted=_trusted(public_key, signing_key)) as ledger:
         result = run(ledger, task_id, text)
     click.echo(json.dumps(result, sort_keys=True) if as_json else str(result["label"]))
+    if result["served"] == UNKNOWN_TASK:
+        click.echo(
+            f"note: the ledger has no task {task_id!r}; this is the unmasked merged model",
+            err=True,
+        )
     _note_unchecked(ledger.key_trusted)
 
 

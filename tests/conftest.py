@@ -17,6 +17,8 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+# No progress lines: what a test sees on stderr must not depend on how fast the machine is.
+os.environ["ULG_PROGRESS_SECONDS"] = "1e9"
 
 BIN = Path(sys.executable).parent
 _WORDS = {

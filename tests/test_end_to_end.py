@@ -105,7 +105,10 @@ def test_predict_and_export(history: dict[str, Path], tmp_path: Path) -> None:
     assert served.code == 0, served.err
     assert json.loads(served.out)["served"] == "masked"
     gone = run_cli("ledger", "predict", a, "--task", "c", "--text", "great fun movie", "--json")
-    assert json.loads(gone.out)["served"] == "unmasked"
+    assert json.loads(gone.out)["served"] == "unmasked" and "no task" not in gone.err
+    typo = run_cli("ledger", "predict", a, "--task", "aa", "--text", "great fun movie", "--json")
+    assert typo.code == 0 and json.loads(typo.out)["served"] == "unmasked: unknown task"
+    assert "note: the ledger has no task 'aa'; this is the unmasked merged model" in typo.err
     out = tmp_path / "export"
     assert run_cli("ledger", "export", a, "--task", "a", out).code == 0
     assert (out / "model.safetensors").is_file() and (out / "config.json").is_file()
@@ -261,6 +264,33 @@ def test_readers_never_wait_and_a_second_writer_is_busy_naming_the_holder(
         )
     assert read.code == 0, read.err
     _refused(written, 1, f"ledger busy: held by pid {os.getpid()}")
+
+
+def test_add_says_how_many_texts_max_length_cut(
+    fresh: Path, tmp_path: Path, ledger_cli: Callable[..., Result]
+) -> None:
+    data = tmp_path / "long.jsonl"
+    rows = ['{"text": "a fine film", "label": 1}', '{"text": "a truly fine long film", "label": 0}']
+    data.write_text("\n".join(rows * 4) + "\n")
+    added = ledger_cli(
+        "add", fresh, "--task", "long", "--data", data, "--steps", "1", "--max-length", "5"
+    )
+    assert added.code == 0, added.err
+    assert added.err == (
+        "note: 4 of 8 texts were longer than --max-length 5 tokens and were cut to it\n"
+    )
+
+
+def test_long_work_off_a_terminal_prints_progress_lines(
+    fresh: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ULG_PROGRESS_SECONDS", "0")  # every step counts as "a while"
+    data = tmp_path / "e.jsonl"
+    data.write_text('{"text": "a dull film", "label": 0}\n' * 6)
+    added = run_cli("ledger", "add", fresh, "--task", "e", "--data", data, "--steps", "3")
+    assert added.code == 0, added.err
+    steps = [line.split(" (")[0] for line in added.err.splitlines()]
+    assert steps == [f"fine-tuning e: step {i}/3" for i in (1, 2, 3)]
 
 
 def test_keygen_refuses_to_overwrite(key: Path, ledger_cli: Callable[..., Result]) -> None:

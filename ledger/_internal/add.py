@@ -20,6 +20,7 @@ from ledger._internal.journal import DEFAULT_WAIT
 from ledger._internal.keys import load_private
 from ledger._internal.layout import STATE, check_task_id, mask_file, vector_file
 from ledger._internal.ledgerdir import Ledger, open_ledger
+from ledger._internal.model import texts_cut
 from ledger._internal.spec import TrainSpec
 from ledger._internal.store import TaskRow, Write
 from ledger._internal.tensorfile import write_tensors
@@ -97,7 +98,8 @@ def add_task(
 
     The vector depends on the task's data, spec and θ0 alone, never on the
     other tasks, so a commit that happened during training changes nothing
-    but the state it is added to (re-read under the lock).
+    but the state it is added to (re-read under the lock). Returns the event,
+    and as ``texts_cut`` how many texts ``max_length`` cut.
     """
     check_task_id(task_id)
     if method not in ("sift", "ft"):
@@ -123,6 +125,7 @@ def add_task(
         threads=config.threads,
         sign_seed=config.sign_seed,
     )
+    cut = texts_cut(base_dir, dataset.texts, spec.max_length)
     tau = finetune(base_dir, dataset.texts, dataset.labels, spec, progress)
     vector = TaskVector.from_tau(tau, config.scale_bits, method, config.sign_seed)
     determinism = record(spec)
@@ -172,4 +175,4 @@ def add_task(
             vector.mask_digest,
         )
         ledger.commit(Write(event, ledger.sign_next_head(key, event), row), plan)
-        return event
+        return {**event, "texts_cut": cut}

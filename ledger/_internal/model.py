@@ -6,6 +6,7 @@ building can all load a model without importing one another.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -64,3 +65,11 @@ def load_model(base_dir: Path) -> tuple[PreTrainedModel, Any]:
 def trainable_names(model: torch.nn.Module) -> list[str]:
     """Parameters fine-tuning may change: all but the embeddings, as in the paper."""
     return [name for name, _ in model.named_parameters() if FROZEN_PATTERN not in name]
+
+
+def texts_cut(base_dir: Path, texts: Sequence[str], max_length: int) -> int:
+    """How many texts are longer than ``max_length`` tokens: training cuts them, and a
+    user who does not know that reads the wrong thing into the vector."""
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    lengths = tokenizer(list(texts), truncation=False)["input_ids"]
+    return sum(len(ids) > max_length for ids in lengths)

@@ -21,22 +21,25 @@ from ledger._internal.model import load_model
 from ledger._internal.tensorfile import refuse_nonempty
 from ledger._internal.vector import unpack_mask
 
+UNKNOWN_TASK = "unmasked: unknown task"  # never in this ledger: a typo, or a forged id
+
 
 def served_deltas(ledger: Ledger, task_id: str) -> tuple[dict[str, Float32Array], str]:
-    """Per-tensor float32 deltas and how they were served ("masked", "unmasked", "base")."""
-    active = ledger.store.active_ids()
+    """Per-tensor float32 deltas and how they were served: "masked", "unmasked" (an
+    unlearned task), "base" (nothing active) or UNKNOWN_TASK."""
+    active, task = ledger.store.active_ids(), ledger.store.task(task_id)
     if not active:
-        return {}, "base"
+        return {}, "base" if task is not None else UNKNOWN_TASK
     merged = ledger.read_state()
-    task = ledger.store.task(task_id)
     masks = None
     if task is not None and task.status == "active" and task.mask_digest is not None:
         masks = ledger.read_mask(task_id, task.mask_digest)
+    how = UNKNOWN_TASK if task is None else "masked" if masks is not None else "unmasked"
     deltas = {}
     for name, q in merged.items():
         mask = None if masks is None else unpack_mask(masks[name].astype(np.uint8), q.shape)
         deltas[name] = served_delta(q, mask, ledger.config.scale_bits, len(active))
-    return deltas, "masked" if masks is not None else "unmasked"
+    return deltas, how
 
 
 def served_model(ledger: Ledger, task_id: str) -> tuple[Any, Any, str]:
