@@ -29,8 +29,6 @@ _PATH = click.Path(path_type=Path)
 _EXISTING = click.Path(path_type=Path, exists=True)
 
 
-
-
 @contextmanager
 def _progress(label: str) -> Iterator[Callable[[int, int], None]]:
     """A rich progress bar on a terminal; off one (a log, CI), a plain line on stderr every
@@ -492,6 +490,54 @@ def checkpoint(directory: Path, signing_key: Path | None) -> None:
         head = head_fields(ledger.store.head(ledger.store.size()))
         note = checkpoint_note(ledger.config.log_id, head["size"], head["root"], key)
     click.echo(note, nl=False)
+
+
+@cli.command()
+@click.option("--base", "base_dir", required=True, type=_EXISTING, help="The base model.")
+@click.option("--data", required=True, type=_EXISTING, help="One task's JSONL records.")
+@click.option(
+    "--steps",
+    default=defaults.STEPS,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Optimizer steps per run.",
+)
+@click.option(
+    "--threads",
+    default=defaults.THREADS,
+    show_default=True,
+    type=click.IntRange(1, 256),
+    help="The thread count recorded (the ledger's --threads).",
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per run.")
+def probe(base_dir: Path, data: Path, steps: int, threads: int, as_json: bool) -> None:
+    """Which perturbations change a fine-tune's digest, in fresh processes.
+
+    Exits 1 if the recorded settings do not reproduce (a second process, another
+    working directory or another hash seed giving other bits)."""
+    from ledger._internal.probe import probe as run
+
+    outcomes = run(base_dir, data, steps, threads)
+    if as_json:
+        click.echo(json.dumps([o.to_json() for o in outcomes], indent=2))
+    else:
+        width = max(len(o.perturbation.name) for o in outcomes)
+        click.echo(
+            f"{'perturbation':<{width}}  digest            same bits  first differing tensor"
+        )
+        for o in outcomes:
+            same = "yes" if o.reproduces else "NO" if o.perturbation.same_record else "no"
+            click.echo(
+                f"{o.perturbation.name:<{width}}  {o.digest[7:23]}  {same:<9}  "
+                f"{o.first_difference or '-'}"
+            )
+    broken = [
+        o.perturbation.name for o in outcomes if o.perturbation.same_record and not o.reproduces
+    ]
+    if broken:
+        raise LedgerError(
+            "the recorded settings do not reproduce on this machine: " + ", ".join(broken)
+        )
 
 
 @cli.command("rotate-key")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import doctest
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -32,10 +33,39 @@ def _module(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def test_the_readme_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)
-    result = doctest.testfile(str(ROOT / "README.md"), module_relative=False, verbose=False)
+@pytest.fixture(scope="module")
+def readme_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[doctest.TestResults, Path]:
+    """The README's example run as written, in an empty folder: its ledger is kept."""
+    folder = tmp_path_factory.mktemp("readme")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)
+        result = doctest.testfile(str(ROOT / "README.md"), module_relative=False, verbose=False)
+    return result, folder / "led"
+
+
+def test_the_readme_example_runs(readme_run: tuple[doctest.TestResults, Path]) -> None:
+    result, _ = readme_run
     assert result.attempted >= 10 and result.failed == 0
+
+
+def test_the_auditors_sql_runs_on_a_real_ledger(
+    readme_run: tuple[doctest.TestResults, Path],
+) -> None:
+    """Every query docs/SQL.md gives, on the README's ledger (alice added, then unlearned)."""
+    import duckdb
+
+    queries = re.findall(r"```sql\n(.*?)```", (ROOT / "docs" / "SQL.md").read_text(), re.S)
+    config = {"enable_external_access": False, "lock_configuration": True}
+    with duckdb.connect(str(readme_run[1] / "ledger.duckdb"), read_only=True, config=config) as con:
+        rows = [con.execute(q).fetchall() for q in queries]
+    adds, deletions, readds, active, rotations, heads = rows
+    assert [(seq, task) for seq, task, *_ in adds] == [(1, "alice")]
+    assert [(s, t, cert) for s, t, _, _, cert in deletions] == [
+        (2, "alice", "certificates/2.dsse.json")
+    ]
+    assert readds == [] and rotations == []
+    assert [a for *_, a in active] == ['["alice"]', "[]"]
+    assert [size for size, *_ in heads] == [1, 2, 3]
 
 
 def test_every_public_name_resolves_and_is_listed() -> None:
@@ -97,3 +127,10 @@ def test_no_import_cycles() -> None:
         if state[node] == 0:
             visit(node, [node])
     assert cycles == []
+
+
+def test_the_readme_shows_the_user_suite_as_it_runs() -> None:
+    """The README's property example is a verbatim part of tests/test_user_suite.py."""
+    readme = (ROOT / "README.md").read_text()
+    shown = readme.split("tests/test_user_suite.py`", 1)[1].split("```python\n", 1)[1]
+    assert shown.split("```", 1)[0].strip() in (ROOT / "tests" / "test_user_suite.py").read_text()

@@ -30,6 +30,7 @@ from ledger._internal.finetune import batch_order, finetune
 from ledger._internal.model import load_model, trainable_names
 from ledger._internal.signs import sign_vector
 from ledger._internal.spec import TrainSpec
+from tests.conftest import run_cli
 
 REPO = Path(__file__).resolve().parent.parent
 GENRES = ["Comedy", "Drama", "Action", "Thriller", "Romance", "Horror", "Sci-Fi", "Documentary"]
@@ -76,10 +77,8 @@ def _digest_in_fresh_process(job: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    base = tmp_path_factory.mktemp("tiny")
-    build_tiny(base, seed=0)
-    return base
+def tiny(tiny_base: Path) -> Path:
+    return tiny_base
 
 
 @pytest.fixture
@@ -266,3 +265,20 @@ def test_tiny_base_pretrains_deterministically(
 
 if __name__ == "__main__":
     print(_run_job(sys.stdin.read()))
+
+
+def test_probe_reports_which_perturbations_change_the_bits(
+    tiny: Path, task_data: dict[str, Path]
+) -> None:
+    """`ledger probe` as an operator runs it: the recorded settings reproduce in other fresh
+    processes, folders and hash seeds; another thread count is reported, not a failure."""
+    probe = run_cli(
+        "ledger", "probe", "--base", tiny, "--data", task_data["a"], "--steps", "2", "--json"
+    )
+    assert probe.code == 0, probe.err
+    runs = {r["perturbation"]: r for r in json.loads(probe.out)}
+    assert len(runs) == 7 and runs["recorded settings"]["same_digest"]
+    assert all(r["same_digest"] for r in runs.values() if r["same_record"])
+    other = runs["threads 1 instead of 2"]
+    assert not other["same_record"]
+    assert other["same_digest"] == (other["first_differing_tensor"] is None)
