@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ledger.fixedpoint import checked_add, set_digest
+from ledger.fixedpoint import checked_add, merge, set_digest
 
 
 def _median_seconds(fn: Callable[[], object], repeats: int) -> float:
@@ -43,7 +43,7 @@ def main() -> None:
     digest = _median_seconds(lambda: set_digest({"x": q}), r)
     add = _median_seconds(lambda: np.add(merged, q), r)
     checked = _median_seconds(lambda: checked_add(merged, q, "x"), r)
-    merge = _median_seconds(lambda: merge({"x": merged}, {"x": q}), r)
+    merging = _median_seconds(lambda: merge({"x": merged}, {"x": q}), r)
     rows = {
         "entries": n,
         "cores": os.cpu_count(),
@@ -53,7 +53,7 @@ def main() -> None:
         "numpy_add_GBps": gb / add,
         "checked_add_GBps": gb / checked,
         "checked_add_vs_numpy_add": add / checked,
-        "merge_add_plus_digest_s": merge + digest,
+        "merge_add_plus_digest_s": merging + digest,
     }
     print(json.dumps(rows, indent=2))
 

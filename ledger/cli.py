@@ -492,6 +492,22 @@ def checkpoint(directory: Path, signing_key: Path | None) -> None:
     click.echo(note, nl=False)
 
 
+@cli.command("sample-data")
+@click.argument("out", type=_PATH)
+def sample_data(out: Path) -> None:
+    """Real task files to try the ledger on, into the new or empty folder OUT.
+
+    alice.jsonl and bob.jsonl are two MovieLens users' ratings ("Title (year) |
+    genres", label 1 for 4 stars or more); pooled.jsonl pools 50 other users, for
+    `ledger base minilm --pretrain`."""
+    from ledger._internal.corpora import write_samples
+    from ledger._internal.tensorfile import refuse_nonempty
+
+    refuse_nonempty(out)
+    for path in write_samples(out):
+        click.echo(f"wrote {path} ({len(path.read_text().splitlines())} records)")
+
+
 @cli.command()
 @click.option("--base", "base_dir", required=True, type=_EXISTING, help="The base model.")
 @click.option("--data", required=True, type=_EXISTING, help="One task's JSONL records.")

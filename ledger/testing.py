@@ -14,7 +14,7 @@ so hypothesis can drive them without its function-scoped-fixture warning.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,7 +108,7 @@ def ledger_key(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-LedgerFactory = Callable[[dict[str, Sequence[Record]], Sequence[Operation] | None], Path]
+LedgerFactory = Callable[[Mapping[str, Sequence[Record]], Sequence[Operation] | None], Path]
 
 
 @pytest.fixture(scope="session")
@@ -120,7 +120,7 @@ def ledger_factory(
     made: list[Path] = []
 
     def make(
-        data: dict[str, Sequence[Record]], operations: Sequence[Operation] | None = None
+        data: Mapping[str, Sequence[Record]], operations: Sequence[Operation] | None = None
     ) -> Path:
         root = tmp_path_factory.mktemp("ledger")
         led = root / "led"

@@ -1,18 +1,18 @@
-"""Shared fixtures: one tiny base model, one key and four small tasks per session."""
+"""Shared fixtures: one tiny base model, one key and four small tasks per session.
+
+Helpers that are not fixtures live in tests/helpers.py."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
-import subprocess
-import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import Result
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
@@ -20,18 +20,10 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 # No progress lines: what a test sees on stderr must not depend on how fast the machine is.
 os.environ["ULG_PROGRESS_SECONDS"] = "1e9"
 
-BIN = Path(sys.executable).parent
 _WORDS = {
     1: ["good", "great", "fun", "lovely", "superb", "moving", "clever", "charming"],
     0: ["bad", "awful", "dull", "boring", "weak", "messy", "tedious", "bland"],
 }
-
-
-@dataclass(frozen=True)
-class Result:
-    code: int
-    out: str
-    err: str
 
 
 @pytest.fixture(scope="session")
@@ -73,14 +65,6 @@ def task_data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return paths
 
 
-def run_cli(tool: str, *args: str | Path) -> Result:
-    """The installed console script in a fresh process, exactly as a user runs it."""
-    proc = subprocess.run(
-        [str(BIN / tool), *map(str, args)], capture_output=True, text=True, check=False
-    )
-    return Result(proc.returncode, proc.stdout, proc.stderr)
-
-
 @pytest.fixture
 def ledger_cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., Result]:
     """``ledger`` in this process: the same entry point, without a torch import per call."""
@@ -97,12 +81,3 @@ def ledger_cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., Result]:
         return Result(code, captured.out, captured.err)
 
     return run
-
-
-def tree_digest(root: Path) -> dict[str, str]:
-    """Every file's hash under root but the lock file: 'nothing changed' made checkable."""
-    return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file() and p.name != "LOCK"
-    }

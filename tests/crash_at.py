@@ -66,11 +66,11 @@ def install(point: str) -> None:
         ),
         "before-database-commit": lambda: _on_call(Store, "apply", 1),
         "after-database-commit": lambda: _on_call(Store, "apply", 1, after=True),
-        "after-first-move": lambda: _on_call(journal.os, "replace", 3),
+        "after-first-move": lambda: _on_call(os, "replace", 3),
         "key-path-staged-half-written": lambda: _on_call(
             rotation, "write_bytes_durable", 1, half=True
         ),
-        "after-key-path-moved": lambda: _on_call(journal.os, "replace", 2, after=True),
+        "after-key-path-moved": lambda: _on_call(os, "replace", 2, after=True),
         "after-moves-and-deletes": lambda: _on_call(journal, "fsync_dir", 2),
         "after-vector-deleted": lambda: _on_call(Path, "unlink", 2, after=True),
         "journal-removed-before-fsync": lambda: _on_call(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import doctest
+import os
 import re
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 import ledger
+from tests.helpers import BIN
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -55,7 +57,10 @@ def test_the_auditors_sql_runs_on_a_real_ledger(
     import duckdb
 
     queries = re.findall(r"```sql\n(.*?)```", (ROOT / "docs" / "SQL.md").read_text(), re.S)
-    config = {"enable_external_access": False, "lock_configuration": True}
+    config: dict[str, str | bool | int | float | list[str]] = {
+        "enable_external_access": False,
+        "lock_configuration": True,
+    }
     with duckdb.connect(str(readme_run[1] / "ledger.duckdb"), read_only=True, config=config) as con:
         rows = [con.execute(q).fetchall() for q in queries]
     adds, deletions, readds, active, rotations, heads = rows
@@ -73,7 +78,7 @@ def test_every_public_name_resolves_and_is_listed() -> None:
     for name in ledger.__all__:
         assert getattr(ledger, name) is not None
     with pytest.raises(AttributeError):
-        _ = ledger.no_such_name  # type: ignore[attr-defined]
+        _ = ledger.no_such_name
 
 
 @pytest.mark.parametrize("folder", ["audits", "benchmarks"])
@@ -134,3 +139,17 @@ def test_the_readme_shows_the_user_suite_as_it_runs() -> None:
     readme = (ROOT / "README.md").read_text()
     shown = readme.split("tests/test_user_suite.py`", 1)[1].split("```python\n", 1)[1]
     assert shown.split("```", 1)[0].strip() in (ROOT / "tests" / "test_user_suite.py").read_text()
+
+
+def test_the_readme_walk_runs_as_written(tmp_path: Path) -> None:
+    """Every line of the README's "Using it" block, in an empty folder, as a user types it."""
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("## Using it\n\n```\n", 1)[1].split("```", 1)[0]
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    for line in block.strip().splitlines():
+        run = subprocess.run(
+            ["bash", "-c", line], cwd=tmp_path, env=env, capture_output=True, text=True
+        )
+        assert run.returncode == 0, (line, run.stderr)
+    assert (tmp_path / "served-alice" / "config.json").is_file()
+    assert (tmp_path / "ulg-state").is_dir()

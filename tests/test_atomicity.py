@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -12,9 +13,9 @@ import torch
 from ledger import Hyper, add_task, unlearn_task
 from ledger import status as ledger_status
 from ledger._internal import journal
-from ledger._internal.errors import DeterminismMismatch
+from ledger._internal.errors import DeterminismMismatch, LedgerError
 from ledger._internal.ledgerdir import open_ledger
-from tests.conftest import tree_digest
+from tests.helpers import tree_digest
 from verifier.checks import run_audit
 
 
@@ -73,7 +74,7 @@ def test_crash_after_commit_before_moves_is_finished_on_reopen(
 def test_crash_halfway_through_the_moves_is_finished_on_reopen(
     led: Path, key: Path, task_data: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_replace = journal.os.replace
+    real_replace = os.replace
     calls = []
 
     def replace_then_crash(src: str, dst: str) -> None:
@@ -82,7 +83,7 @@ def test_crash_halfway_through_the_moves_is_finished_on_reopen(
             raise Crash
         real_replace(src, dst)
 
-    monkeypatch.setattr(journal.os, "replace", replace_then_crash)
+    monkeypatch.setattr(os, "replace", replace_then_crash)
     with pytest.raises(Crash):
         _add_b(led, task_data)
     monkeypatch.undo()
@@ -136,9 +137,9 @@ def test_a_replay_that_misses_the_digest_changes_nothing(
     led: Path, task_data: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A nondeterministic replay (simulated by zeroing one tensor) must never be subtracted."""
-    from ledger._internal import unlearn
+    from ledger._internal.finetune import finetune
 
-    real = unlearn.finetune
+    real = finetune
 
     def drifting(*args: object, **kwargs: object) -> dict[str, object]:
         tau = real(*args, **kwargs)  # type: ignore[arg-type]
@@ -146,9 +147,9 @@ def test_a_replay_that_misses_the_digest_changes_nothing(
         tau[first] = tau[first] * 0
         return tau  # type: ignore[return-value]
 
-    monkeypatch.setattr(unlearn, "finetune", drifting)
+    monkeypatch.setattr("ledger._internal.unlearn.finetune", drifting)
     before = tree_digest(led)
-    with pytest.raises(unlearn.LedgerError, match=r"replayed digest .* != recorded"):
+    with pytest.raises(LedgerError, match=r"replayed digest .* != recorded"):
         unlearn_task(led, "a", task_data["a"], tmp_path / "cert.json")
     assert tree_digest(led) == before
     with open_ledger(led) as ledger:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Result, run_cli, tree_digest
+from tests.helpers import Result, run_cli, tree_digest
 from verifier.checks import run_audit
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "BAD_INPUT.md"

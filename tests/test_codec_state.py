@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -48,7 +50,9 @@ def _same(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> bool:
 
 @settings(max_examples=60, deadline=None)
 @given(vectors=vector_sets(), data=st.data())
-def test_every_add_order_gives_the_same_state(vectors: list, data: st.DataObject) -> None:
+def test_every_add_order_gives_the_same_state(
+    vectors: list[dict[str, Any]], data: st.DataObject
+) -> None:
     order = data.draw(st.permutations(range(len(vectors))))
     assert _same(_merge(vectors), _merge([vectors[i] for i in order]))
 
@@ -56,7 +60,7 @@ def test_every_add_order_gives_the_same_state(vectors: list, data: st.DataObject
 @settings(max_examples=60, deadline=None)
 @given(vectors=vector_sets(), data=st.data())
 def test_removing_any_subset_in_any_order_equals_merging_the_rest(
-    vectors: list, data: st.DataObject
+    vectors: list[dict[str, Any]], data: st.DataObject
 ) -> None:
     removed = data.draw(st.lists(st.sampled_from(range(len(vectors))), unique=True))
     merged = _merge(vectors)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import BIN, run_cli
+from tests.helpers import BIN, run_cli
 from verifier.checks import run_audit
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.helpers import run_cli
 from verifier.checks import run_audit
 
 CRASH_AT = Path(__file__).with_name("crash_at.py")

@@ -9,8 +9,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import yaml
 
-from tests.conftest import Result, run_cli, tree_digest
+from tests.helpers import Result, run_cli, tree_digest
 
 
 @pytest.fixture(scope="module")
@@ -112,6 +113,12 @@ def test_predict_and_export(history: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "export"
     assert run_cli("ledger", "export", a, "--task", "a", out).code == 0
     assert (out / "model.safetensors").is_file() and (out / "config.json").is_file()
+    _, front, _ = (out / "README.md").read_text().split("---\n", 2)  # the model card
+    card = yaml.safe_load(front)
+    status = json.loads(run_cli("ledger", "status", a, "--json").out)
+    assert card["ledger"]["root"] == status["root"] and card["ledger"]["task"] == "a"
+    assert card["ledger"]["vector_digest"] == status["tasks"]["a"]["digest"]
+    assert [u["task"] for u in card["ledger"]["unlearned"]] == status["unlearned"]
 
 
 # --- refusals: one error line, exit code, nothing changed -----------------------------------

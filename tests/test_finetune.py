@@ -30,7 +30,7 @@ from ledger._internal.finetune import batch_order, finetune
 from ledger._internal.model import load_model, trainable_names
 from ledger._internal.signs import sign_vector
 from ledger._internal.spec import TrainSpec
-from tests.conftest import run_cli
+from tests.helpers import run_cli
 
 REPO = Path(__file__).resolve().parent.parent
 GENRES = ["Comedy", "Drama", "Action", "Thriller", "Romance", "Horror", "Sci-Fi", "Documentary"]
@@ -250,7 +250,7 @@ def test_tiny_base_pretrains_deterministically(
     tmp_path: Path, task_data: dict[str, Path], ledger_cli: Callable[..., Any]
 ) -> None:
     """`base tiny --pretrain` trains via the fine-tune loop: same bits twice, new vs plain."""
-    from tests.conftest import tree_digest
+    from tests.helpers import tree_digest
 
     for name, extra in (
         ("a", ["--pretrain", task_data["a"]]),

@@ -11,6 +11,7 @@ import json
 import os
 import struct
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -50,7 +51,7 @@ def _hand_tensor_digest(name: str, dtype: str, shape: list[int], data: bytes) ->
 
 
 def test_set_digest_matches_a_hand_computation() -> None:
-    tensors = {
+    tensors: dict[str, np.ndarray[Any, Any]] = {
         "b": np.array([[1, -2], [3, 2**62]], dtype=np.int64),
         "a": np.array([0.5, -1.0], dtype=np.float32),
         "é": np.zeros(0, dtype=np.uint8),

@@ -16,7 +16,7 @@ import duckdb
 import pytest
 
 from ledger import Hyper, add_task, init_ledger
-from tests.conftest import Result, tree_digest
+from tests.helpers import Result, sql, tree_digest
 
 
 @pytest.fixture(scope="module")
@@ -40,13 +40,6 @@ def led(two_tasks: Path, tmp_path: Path) -> Path:
     return copy
 
 
-def _sql(led: Path, *statements: str) -> None:
-    con = duckdb.connect(str(led / "ledger.duckdb"))
-    for statement in statements:
-        con.execute(statement)
-    con.close()
-
-
 def _link_vectors_outside(led: Path) -> None:
     """Recovery's deletes would act outside the folder through the link."""
     outside = led.parent / "outside"
@@ -67,7 +60,7 @@ def _zero_state(led: Path) -> None:
 
 def _rewrite_event(led: Path) -> None:
     con = duckdb.connect(str(led / "ledger.duckdb"))
-    (payload,) = con.execute("SELECT payload FROM events WHERE seq = 1").fetchone()
+    (payload,) = con.execute("SELECT payload FROM events WHERE seq = 1").fetchone() or ("",)
     rewritten = payload.replace('"a"', '"z"')  # the index column too, so only the hash tells
     con.execute("UPDATE events SET payload = ?, task_id = 'z' WHERE seq = 1", [rewritten])
     con.close()
@@ -81,19 +74,19 @@ def _replace_mask(led: Path) -> None:
     (led / "masks/a.safetensors.bak").unlink()
 
 
-TAMPERING: dict[str, tuple[Callable[[Path], None], str]] = {
+TAMPERING: dict[str, tuple[Callable[[Path], object], str]] = {
     "state-zeroed-to-launder-a-task": (_zero_state, "does not match the signed log"),
     "config-scale-rewritten": (
-        lambda led: _sql(led, "UPDATE config SET scale_bits = 8"),
+        lambda led: sql(led, "UPDATE config SET scale_bits = 8"),
         "config table differs from the signed init event",
     ),
     "history-rewritten-before-append": (_rewrite_event, "history rewritten"),
     "event-index-column-disagrees-with-payload": (
-        lambda led: _sql(led, "UPDATE events SET task_id = 'z' WHERE seq = 1"),
+        lambda led: sql(led, "UPDATE events SET task_id = 'z' WHERE seq = 1"),
         "event 1: its kind or task_id column is not its payload's",
     ),
     "head-signature-forged": (
-        lambda led: _sql(led, "UPDATE tree_heads SET signature = 'AAAA' || substr(signature, 5)"),
+        lambda led: sql(led, "UPDATE tree_heads SET signature = 'AAAA' || substr(signature, 5)"),
         "is not signed by the key the chain puts in force there",
     ),
     "base-file-swapped": (
@@ -137,7 +130,7 @@ TAMPERING: dict[str, tuple[Callable[[Path], None], str]] = {
         "vectors/a.bak is not a file a ledger folder holds",
     ),
     "view-substituted-for-the-events-table": (
-        lambda led: _sql(
+        lambda led: sql(
             led,
             "ALTER TABLE events RENAME TO events_real",
             "CREATE VIEW events AS SELECT seq, kind, task_id, content AS payload "
@@ -146,15 +139,15 @@ TAMPERING: dict[str, tuple[Callable[[Path], None], str]] = {
         "holds view events",
     ),
     "macro-planted": (
-        lambda led: _sql(led, "CREATE MACRO steal(p) AS p"),
+        lambda led: sql(led, "CREATE MACRO steal(p) AS p"),
         "holds macro 'steal'",
     ),
     "oversized-event-payload": (
-        lambda led: _sql(led, "UPDATE events SET payload = repeat('x', 2000000) WHERE seq = 1"),
+        lambda led: sql(led, "UPDATE events SET payload = repeat('x', 2000000) WHERE seq = 1"),
         "over FORMAT.md §5's cap",
     ),
     "macro-shadowing-a-built-in-hides-a-planted-table": (
-        lambda led: _sql(
+        lambda led: sql(
             led,
             "CREATE MACRO current_database() AS CASE WHEN contains(current_query(), "
             "'duckdb_views') THEN 'nowhere' ELSE 'ledger' END",
@@ -179,7 +172,7 @@ TAMPERING: dict[str, tuple[Callable[[Path], None], str]] = {
         "over FORMAT.md §1's",
     ),
     "many-rows-of-compressible-text": (
-        lambda led: _sql(
+        lambda led: sql(
             led,
             "INSERT INTO events SELECT 1000 + i, 'add', 'x', repeat('A', 100000) "
             "FROM range(3000) t(i)",
@@ -187,7 +180,7 @@ TAMPERING: dict[str, tuple[Callable[[Path], None], str]] = {
         "bytes of text (FORMAT.md §5)",
     ),
     "column-default-planted": (
-        lambda led: _sql(led, "ALTER TABLE tasks ALTER COLUMN method SET DEFAULT 'sift'"),
+        lambda led: sql(led, "ALTER TABLE tasks ALTER COLUMN method SET DEFAULT 'sift'"),
         "has a default or a comment",
     ),
     "damaged-journal": (
@@ -202,11 +195,11 @@ TAMPERING: dict[str, tuple[Callable[[Path], None], str]] = {
         "LOCK is a symbolic link",
     ),
     "task-row-marked-unlearned": (
-        lambda led: _sql(led, "UPDATE tasks SET status = 'unlearned' WHERE task_id = 'b'"),
+        lambda led: sql(led, "UPDATE tasks SET status = 'unlearned' WHERE task_id = 'b'"),
         "tasks table differs from the signed events",
     ),
     "task-row-duplicated": (
-        lambda led: _sql(
+        lambda led: sql(
             led,
             "CREATE TABLE t2 AS SELECT * FROM tasks; DROP TABLE tasks; "
             "CREATE TABLE tasks AS SELECT * FROM t2 UNION ALL SELECT * FROM t2 WHERE task_id='b';"
@@ -215,7 +208,7 @@ TAMPERING: dict[str, tuple[Callable[[Path], None], str]] = {
         "tasks table differs from the signed events",
     ),
     "tables-dropped": (
-        lambda led: _sql(led, "DROP TABLE events"),
+        lambda led: sql(led, "DROP TABLE events"),
         "table events does not have FORMAT.md §5's columns",
     ),
 }

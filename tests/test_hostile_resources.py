@@ -20,7 +20,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from tests.conftest import BIN
+from tests.helpers import BIN
 
 _LAUNCHER = (
     "import os, subprocess, sys\n"
@@ -69,7 +69,7 @@ def _payload_200_mib(led: Path) -> None:
     con.close()
 
 
-ATTACKS: dict[str, tuple[Callable[[Path], None], str]] = {
+ATTACKS: dict[str, tuple[Callable[[Path], object], str]] = {
     "sparse-4gb-state": (_sparse_state, "its header accounts for"),
     "state-header-claims-a-4gb-tensor": (_state_claims_a_huge_tensor, "its header accounts for"),
     "state-header-length-1tb": (_state_header_length_huge, "exceeds the file or the cap"),

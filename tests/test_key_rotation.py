@@ -19,7 +19,7 @@ from ledger._internal.keychain import rotation_message
 from ledger._internal.keys import load_private, raw_public
 from ledger._internal.merkle import leaf_hash
 from ledger._internal.treehead import sign_head
-from tests.conftest import run_cli, tree_digest
+from tests.helpers import run_cli, tree_digest
 from verifier.checks import run_audit, run_check
 
 

@@ -20,7 +20,7 @@ import rfc8785
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from tests.conftest import run_cli
+from tests.helpers import flip_byte, run_cli, sql
 from verifier.checks import run_audit, run_check
 from verifier.context import CheckResult
 from verifier.dsse import pae
@@ -64,18 +64,6 @@ def test_the_clean_ledger_passes(clean: dict[str, Path]) -> None:
     assert _failures(clean["led"], clean["cert"], clean["pub"]) == []
 
 
-def _flip(path: Path, offset: int) -> None:
-    data = bytearray(path.read_bytes())
-    data[offset] ^= 0x01
-    path.write_bytes(bytes(data))
-
-
-def _sql(led: Path, statement: str) -> None:
-    con = duckdb.connect(str(led / "ledger.duckdb"))
-    con.execute(statement)
-    con.close()
-
-
 def _edit_envelope(cert: Path, field: str) -> None:
     envelope = json.loads(cert.read_text())
     if field == "payload":
@@ -91,7 +79,7 @@ def _edit_envelope(cert: Path, field: str) -> None:
 
 def _rewrite_event(led: Path) -> None:
     con = duckdb.connect(str(led / "ledger.duckdb"))
-    (payload,) = con.execute("SELECT payload FROM events WHERE seq = 2").fetchone()
+    (payload,) = con.execute("SELECT payload FROM events WHERE seq = 2").fetchone() or ("",)
     con.execute(
         "UPDATE events SET payload = ? WHERE seq = 2",
         [payload.replace('"n_records":24', '"n_records":25')],
@@ -99,24 +87,24 @@ def _rewrite_event(led: Path) -> None:
     con.close()
 
 
-ATTACKS: dict[str, Callable[[Path, Path], None]] = {
+ATTACKS: dict[str, Callable[[Path, Path], object]] = {
     "certificate-payload-bit": lambda led, cert: _edit_envelope(cert, "payload"),
     "certificate-signature-bit": lambda led, cert: _edit_envelope(cert, "sig"),
     "rewritten-event-row": lambda led, cert: _rewrite_event(led),
-    "task-row-resurrected": lambda led, cert: _sql(
+    "task-row-resurrected": lambda led, cert: sql(
         led, "UPDATE tasks SET status = 'active', unlearn_seq = NULL WHERE task_id = 'c'"
     ),
-    "config-scale-changed": lambda led, cert: _sql(led, "UPDATE config SET scale_bits = 39"),
-    "tree-head-signature-forged": lambda led, cert: _sql(
+    "config-scale-changed": lambda led, cert: sql(led, "UPDATE config SET scale_bits = 39"),
+    "tree-head-signature-forged": lambda led, cert: sql(
         led, "UPDATE tree_heads SET signature = 'AAAA' || substr(signature, 5) WHERE size = 3"
     ),
-    "rolled-back-log": lambda led, cert: _sql(
+    "rolled-back-log": lambda led, cert: sql(
         led, "DELETE FROM events WHERE seq = 4; DELETE FROM tree_heads WHERE size = 5"
     ),
-    "retained-vector-last-byte": lambda led, cert: _flip(led / "vectors/b.safetensors", -1),
-    "ft-vector-first-data-byte": lambda led, cert: _flip(led / "vectors/a.safetensors", 4096),
-    "state-last-byte": lambda led, cert: _flip(led / "state.safetensors", -1),
-    "mask-last-byte": lambda led, cert: _flip(led / "masks/b.safetensors", -1),
+    "retained-vector-last-byte": lambda led, cert: flip_byte(led / "vectors/b.safetensors", -1),
+    "ft-vector-first-data-byte": lambda led, cert: flip_byte(led / "vectors/a.safetensors", 4096),
+    "state-last-byte": lambda led, cert: flip_byte(led / "state.safetensors", -1),
+    "mask-last-byte": lambda led, cert: flip_byte(led / "masks/b.safetensors", -1),
     "unlearned-vector-kept": lambda led, cert: shutil.copy(
         led / "vectors/b.safetensors", led / "vectors/c.safetensors"
     ),

@@ -8,9 +8,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pytest
 
-from tests.conftest import Result, tree_digest
+from tests.helpers import Result, tree_digest
 from verifier.checks import run_audit
 from verifier.context import replay
 
@@ -133,7 +134,10 @@ def test_check_fails_once_the_deletion_no_longer_holds(
     merged_back = Path(shutil.copytree(led, tmp_path / "merged-back"))
     state = read_tensors(merged_back / "state.safetensors")
     (merged_back / "state.safetensors").unlink()
-    write_tensors(merged_back / "state.safetensors", {n: q + kept[n] for n, q in state.items()})
+    write_tensors(
+        merged_back / "state.safetensors",
+        {n: q.astype(np.int64) + kept[n].astype(np.int64) for n, q in state.items()},
+    )
     assert any(f.startswith("FAIL: state-digest") for f in failures(merged_back))
     again = ledger_cli(
         "add", led, "--task", "a2", "--data", task_data["a"], "--steps", "2", "--readd-deleted"

@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from ledger._internal.tensorfile import read_tensors, write_tensors
 from ledger.fixedpoint import set_digest
 from ledger.log import leaf_hash, root_from_leaf_hashes
+from tests.helpers import sql
 from verifier.checks import run_audit, run_check
 from verifier.context import CheckResult
 from verifier.ledger_reader import UnreadableInput
@@ -93,13 +94,6 @@ def _check(made: dict[str, Path], led: Path, seq: int) -> set[str]:
     return _failed(run_check(led, cert, made["pub"].read_bytes()))
 
 
-def _sql(led: Path, *statements: str) -> None:
-    con = duckdb.connect(str(led / "ledger.duckdb"))
-    for statement in statements:
-        con.execute(statement)
-    con.close()
-
-
 def _events(led: Path) -> list[Event]:
     con = duckdb.connect(str(led / "ledger.duckdb"), read_only=True)
     rows = con.execute("SELECT payload FROM events ORDER BY seq").fetchall()
@@ -150,7 +144,7 @@ def _envelope(key: Ed25519PrivateKey, statement: Event) -> bytes:
 
 
 def _store_certificate(led: Path, seq: int, task: str, envelope: bytes) -> None:
-    _sql(led, f"DELETE FROM certificates WHERE seq = {seq}")
+    sql(led, f"DELETE FROM certificates WHERE seq = {seq}")
     con = duckdb.connect(str(led / "ledger.duckdb"))
     con.execute("INSERT INTO certificates VALUES (?, ?, ?)", [seq, task, envelope.decode()])
     con.close()
@@ -167,7 +161,7 @@ def _rewrite(
     leaves = [leaf_hash(rfc8785.dumps(e)) for e in events]
     log_id, heads = leaves[0].hex(), {}
     for n in range(1, len(events) + 1):
-        fields = {
+        fields: dict[str, Any] = {
             "log_id": log_id,
             "root": root_from_leaf_hashes(leaves[:n]).hex(),
             "size": n,
@@ -190,10 +184,10 @@ def _rewrite(
     for e in events:
         row = [e["seq"], e["kind"], e.get("task_id"), rfc8785.dumps(e).decode()]
         con.execute("INSERT INTO events VALUES (?, ?, ?, ?)", row)
-    for n, (body, sig) in heads.items():
-        con.execute("INSERT INTO tree_heads VALUES (?, ?, ?)", [n, body, sig])
-    for row in tasks.values():
-        con.execute("INSERT INTO tasks VALUES (?, ?, ?, ?, ?, ?, ?, ?)", row)
+    for n, (head_body, sig) in heads.items():
+        con.execute("INSERT INTO tree_heads VALUES (?, ?, ?)", [n, head_body, sig])
+    for task_row in tasks.values():
+        con.execute("INSERT INTO tasks VALUES (?, ?, ?, ?, ?, ?, ?, ?)", task_row)
     con.close()
     for old in (led / "certificates").iterdir():
         old.unlink()
@@ -271,7 +265,7 @@ def _hide(made: dict[str, Path]) -> bytes:
 
 
 REFUSED = "refused"
-HIDING: dict[str, tuple[Callable[[dict[str, Path], Path], None], str]] = {
+HIDING: dict[str, tuple[Callable[[dict[str, Path], Path], object], str]] = {
     "staged-copy-without-journal": (
         lambda m, led: (led / "vectors/a.safetensors.staged-6").write_bytes(_hide(m)),
         "layout",
@@ -331,19 +325,19 @@ HIDING: dict[str, tuple[Callable[[dict[str, Path], Path], None], str]] = {
         "vectors",
     ),
     "extra-table": (
-        lambda m, led: _sql(led, "CREATE TABLE cache (task_id VARCHAR, vector BLOB)"),
+        lambda m, led: sql(led, "CREATE TABLE cache (task_id VARCHAR, vector BLOB)"),
         REFUSED,
     ),
     "extra-column": (
-        lambda m, led: _sql(led, "ALTER TABLE tasks ADD COLUMN cache BLOB"),
+        lambda m, led: sql(led, "ALTER TABLE tasks ADD COLUMN cache BLOB"),
         "database",
     ),
-    "view": (lambda m, led: _sql(led, "CREATE VIEW cache AS SELECT 'q_a' AS v"), REFUSED),
+    "view": (lambda m, led: sql(led, "CREATE VIEW cache AS SELECT 'q_a' AS v"), REFUSED),
     "schema": (
-        lambda m, led: _sql(led, "CREATE SCHEMA old; CREATE TABLE old.t (v BLOB)"),
+        lambda m, led: sql(led, "CREATE SCHEMA old; CREATE TABLE old.t (v BLOB)"),
         REFUSED,
     ),
-    "table-comment": (lambda m, led: _sql(led, "COMMENT ON TABLE events IS 'q_a'"), REFUSED),
+    "table-comment": (lambda m, led: sql(led, "COMMENT ON TABLE events IS 'q_a'"), REFUSED),
 }
 
 
@@ -393,7 +387,7 @@ def test_schema_is_exactly_format_section_5(
 ) -> None:
     led = _copy(made, tmp_path)
     cert = (led / "certificates/5.dsse.json").read_bytes()
-    _sql(led, *SCHEMA[attack])
+    sql(led, *SCHEMA[attack])
     assert "database" in _audit(made, led)
     assert "database" in _failed(run_check(led, cert, made["pub"].read_bytes()))
 

@@ -27,6 +27,7 @@ import rfc8785
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from tests.helpers import sql
 from verifier.checks import run_audit, run_check
 from verifier.context import CheckResult
 from verifier.dsse import pae
@@ -85,13 +86,6 @@ def _audit(genuine: dict[str, Path], led: Path) -> dict[str, str]:
 
 def _check(genuine: dict[str, Path], led: Path, cert: bytes) -> dict[str, str]:
     return _failed(run_check(led, cert, genuine["pub"].read_bytes()))
-
-
-def _sql(led: Path, *statements: str) -> None:
-    con = duckdb.connect(str(led / "ledger.duckdb"))
-    for statement in statements:
-        con.execute(statement)
-    con.close()
 
 
 # --- a subprocess audit, its peak memory and time ----------------------------------------------
@@ -167,15 +161,15 @@ def test_view_substituted_for_events_table_is_refused(
 ) -> None:
     """A view named `events` over a renamed table: duckdb_columns() lists a view's columns
     too, so only a catalog that admits base tables alone keeps it from passing for §5's."""
-    _sql(
+    sql(
         led,
         "ALTER TABLE events RENAME TO events_kept",
         "CREATE VIEW events AS SELECT * FROM events_kept",
     )
     with pytest.raises(UnreadableInput, match="holds view 'events'"):
         _audit(genuine, led)
-    _sql(led, "DROP VIEW events", "ALTER TABLE events_kept RENAME TO events")
-    _sql(led, "CREATE VIEW events_v AS SELECT * FROM events")
+    sql(led, "DROP VIEW events", "ALTER TABLE events_kept RENAME TO events")
+    sql(led, "CREATE VIEW events_v AS SELECT * FROM events")
     run = _audit_process(led, genuine["pub"], tmp_path)
     assert (run.code, run.out) == (1, "")
     assert run.err == (
@@ -187,7 +181,7 @@ def test_view_reading_a_file_cannot_read_it(genuine: dict[str, Path], led: Path)
     """Even a reader that did query the view would get no file: external access is off."""
     secret = led.parent / "secret.txt"
     secret.write_text("outside the folder")
-    _sql(led, f"CREATE VIEW leak AS SELECT content FROM read_text('{secret}')")
+    sql(led, f"CREATE VIEW leak AS SELECT content FROM read_text('{secret}')")
     with pytest.raises(UnreadableInput, match="view 'leak'"):
         _audit(genuine, led)
     con = duckdb.connect(str(led / "ledger.duckdb"), read_only=True, config=HOSTILE)
@@ -231,7 +225,7 @@ def test_catalog_object_beyond_section_5_is_refused(
     genuine: dict[str, Path], led: Path, obj: str
 ) -> None:
     statement, named = CATALOG[obj]
-    _sql(led, statement)
+    sql(led, statement)
     runs: list[Callable[[], dict[str, str]]] = [
         lambda: _audit(genuine, led),
         lambda: _check(genuine, led, genuine["cert"].read_bytes()),
@@ -247,7 +241,7 @@ def test_oversized_payload_refused_before_fetch(
 ) -> None:
     """200 MiB in one payload (4 MB on disk, compressed): strlen alone would load it, so the
     column statistics refuse it first, and peak memory stays that of an honest audit."""
-    _sql(led, f"UPDATE events SET payload = repeat('x', {200 * MIB}) WHERE seq = 1")
+    sql(led, f"UPDATE events SET payload = repeat('x', {200 * MIB}) WHERE seq = 1")
     run = _audit_process(led, genuine["pub"], tmp_path)
     _bounded(run, baseline, "events.payload holds a 209715200-byte value")
 
@@ -265,7 +259,7 @@ def test_oversized_payload_refused_before_fetch(
 def test_text_over_its_cap_is_refused(
     genuine: dict[str, Path], led: Path, statement: str, named: str
 ) -> None:
-    _sql(led, statement)
+    sql(led, statement)
     with pytest.raises(UnreadableInput, match=named):
         _audit(genuine, led)
 
@@ -475,7 +469,7 @@ def test_duplicate_key_in_envelope_is_refused(genuine: dict[str, Path], led: Pat
     with pytest.raises(UnreadableInput, match="duplicate key 'payload'"):
         _check(genuine, led, forged.encode())
     (led / "certificates/3.dsse.json").write_text(forged)
-    _sql(led, f"UPDATE certificates SET envelope = '{forged}'")
+    sql(led, f"UPDATE certificates SET envelope = '{forged}'")
     failed = _audit(genuine, led)
     assert "duplicate key 'payload'" in failed["certificate[3]/envelope"]
 
@@ -606,7 +600,7 @@ _SHADOW = (
 def test_a_macro_named_like_a_built_in_cannot_blind_the_catalog_check(
     genuine: dict[str, Path], led: Path, statements: tuple[str, ...]
 ) -> None:
-    _sql(led, *statements)
+    sql(led, *statements)
     with pytest.raises(UnreadableInput, match=r"holds (macro|table_macro)"):
         run_audit(led, genuine["pub"].read_bytes())
 
@@ -641,7 +635,7 @@ def test_a_write_ahead_log_left_behind_is_refused_before_opening(
 def test_many_rows_of_compressible_text_are_refused_from_statistics(
     genuine: dict[str, Path], led: Path
 ) -> None:
-    _sql(
+    sql(
         led,
         "INSERT INTO events SELECT 1000 + i, 'add', 'x', repeat('A', 100000) FROM range(3000) t(i)",
     )

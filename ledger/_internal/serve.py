@@ -6,6 +6,7 @@ is the same whether or not the ledger retains vectors.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,8 +20,10 @@ from ledger._internal.errors import LedgerError
 from ledger._internal.ledgerdir import Ledger
 from ledger._internal.model import load_model
 from ledger._internal.tensorfile import refuse_nonempty
+from ledger._internal.treehead import head_fields
 from ledger._internal.vector import unpack_mask
 
+SERVING_RULE = "θ0 + dequant(Q ⊙ m_task) / |T| (FORMAT.md §3; unmasked: θ0 + dequant(Q) / |T|)"
 UNKNOWN_TASK = "unmasked: unknown task"  # never in this ledger: a typo, or a forged id
 
 
@@ -95,4 +98,56 @@ def export(ledger: Ledger, task_id: str, out: Path) -> str:
     model, tokenizer, how = served_model(ledger, task_id)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
+    (out / "README.md").write_text(model_card(ledger, task_id, how), encoding="utf-8")
     return how
+
+
+def model_card(ledger: Ledger, task_id: str, how: str) -> str:
+    """A Hugging Face model card whose front matter says which ledger state this model is:
+    whoever receives the folder can check it against that head and those certificates."""
+    store = ledger.store
+    size = store.size()
+    task = store.task(task_id)
+    unlearned = [
+        {
+            "task": t.task_id,
+            "event": t.unlearn_seq,
+            "certificate": f"certificates/{t.unlearn_seq}.dsse.json",
+        }
+        for t in store.tasks()
+        if t.status == "unlearned"
+    ]
+    ledger_fields = {
+        "log_id": ledger.config.log_id,
+        "tree_size": size,
+        "root": head_fields(store.head(size))["root"],
+        "task": task_id,
+        "vector_digest": task.vector_digest if task is not None else None,
+        "served": how,
+        "serving_rule": SERVING_RULE,
+        "active_tasks": store.active_ids(),
+        "unlearned": unlearned,
+    }
+    front = {
+        "library_name": "transformers",
+        "pipeline_tag": "text-classification",
+        "tags": ["unlearning-ledger", "sift-masks"],
+        "base_model_digest": ledger.config.base_digest,
+        "ledger": ledger_fields,
+    }
+    # JSON values are YAML: the front matter needs no YAML writer and cannot be mis-quoted.
+    lines = [f"{key}: {json.dumps(value, ensure_ascii=False)}" for key, value in front.items()]
+    return "\n".join(
+        [
+            "---",
+            *lines,
+            "---",
+            "",
+            f"# The served model for task `{task_id}` ({how})",
+            "",
+            f"Exported from the unlearning ledger `{ledger.config.log_id}` at its signed head "
+            f"of size {size}. The weights are {SERVING_RULE}. The tasks listed under "
+            "`unlearned` were removed exactly; each certificate proves it (`verifier check`).",
+            "",
+        ]
+    )
