@@ -89,6 +89,7 @@ class Tampering:
 
 
 def tamperings() -> st.SearchStrategy[Tampering]:
+    """Any one flipped bit in any file of a folder (indices wrap to the folder's size)."""
     return st.builds(Tampering, st.integers(0, 10_000), st.integers(0, 1 << 30), st.integers(0, 7))
 
 

@@ -46,7 +46,7 @@ def _add(led: Path, task: str, data: Path, steps: int) -> subprocess.Popen[str]:
 
 
 def test_status_answers_while_a_long_add_trains(led: Path, task_data: dict[str, Path]) -> None:
-    writer = _add(led, "a", task_data["a"], 400)
+    writer = _add(led, "a", task_data["a"], 200)
     answered: list[float] = []
     while writer.poll() is None:
         start = time.monotonic()

@@ -241,7 +241,10 @@ def _check_init(init: dict[str, Any]) -> None:
     get(init, "base_files", dict, w)
 
 
-def _apply(r: Replay, seq: int, ev: dict[str, Any], prev: object, init: dict[str, Any]) -> None:
+# One branch per rule of FORMAT.md §6, in its order, so a reader checks them side by side.
+def _apply(  # noqa: C901, PLR0912, PLR0915
+    r: Replay, seq: int, ev: dict[str, Any], prev: object, init: dict[str, Any]
+) -> None:
     if not ev:
         raise Fail("payload is not a JSON object")
     what = f"{ev.get('kind')} event"

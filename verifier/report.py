@@ -41,13 +41,16 @@ class Report:
 
     @property
     def ok(self) -> bool:
+        """Verified: no check failed (skipped ones say what could not be checked)."""
         return not self.failures
 
     @property
     def failures(self) -> list[CheckResult]:
+        """The failed checks, in the order run: the first is usually the cause."""
         return [r for r in self.results if r.status == "FAIL"]
 
     def summary(self) -> str:
+        """The one line `verifier` prints last."""
         counts = {s: sum(r.status == s for r in self.results) for s in ("ok", "skipped", "FAIL")}
         verdict = "verified" if self.ok else "FAILED"
         return (
@@ -56,6 +59,7 @@ class Report:
         )
 
     def to_json(self) -> dict[str, Any]:
+        """What `verifier --json` prints: for tools that must not parse lines."""
         return {
             "ok": self.ok,
             "summary": self.summary(),

@@ -81,7 +81,7 @@ def _tombstones(
     return [{"task_id": t.task_id, "unlearn_seq": t.unlearn_seq} for t in found]
 
 
-def add_task(
+def add_task(  # noqa: PLR0913  (keyword-only: one per `ledger add` option)
     root: Path,
     task_id: str,
     data_path: Path,

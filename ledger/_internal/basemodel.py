@@ -149,7 +149,7 @@ def _init_like_bert(module: torch.nn.Linear, std: float) -> None:
     torch.nn.init.zeros_(module.bias)
 
 
-def build_minilm(
+def build_minilm(  # noqa: PLR0913  (the pretraining knobs, passed by keyword)
     out: Path,
     seed: int = 0,
     pretrain: Path | None = None,
