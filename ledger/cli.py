@@ -150,12 +150,32 @@ def _base_command(name: str, summary: str) -> Callable[[Callable[..., Any]], Any
             type=click.IntRange(1),
             help="Torch threads for the pretraining.",
         )
-        def command(out: Path, seed: int, pretrain: Path | None, steps: int, threads: int) -> None:
+        @click.option(
+            "--labels",
+            default=None,
+            help="Comma-separated label names, label 0 first (default: LABEL_0,LABEL_1).",
+        )
+        def command(
+            out: Path,
+            seed: int,
+            pretrain: Path | None,
+            steps: int,
+            threads: int,
+            labels: str | None,
+        ) -> None:
             from ledger._internal.tensorfile import refuse_nonempty
 
             refuse_nonempty(out)
             with _progress("pretraining") as bar:
-                builder(out, seed, pretrain=pretrain, steps=steps, threads=threads, progress=bar)
+                builder(
+                    out,
+                    seed,
+                    pretrain=pretrain,
+                    steps=steps,
+                    threads=threads,
+                    progress=bar,
+                    labels=None if labels is None else labels.split(","),
+                )
             click.echo(f"wrote {name} base model to {out}")
 
         return command

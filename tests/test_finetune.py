@@ -282,3 +282,14 @@ def test_probe_reports_which_perturbations_change_the_bits(
     other = runs["threads 1 instead of 2"]
     assert not other["same_record"]
     assert other["same_digest"] == (other["first_differing_tensor"] is None)
+
+
+def test_label_names_given_to_the_base_reach_the_model(tmp_path: Path) -> None:
+    """Named in base/config.json, which init signs, so an export carries them."""
+    build_tiny(tmp_path / "named", labels=["dislike", "meh", "like"])
+    model, _ = load_model(tmp_path / "named")
+    assert model.config.num_labels == 3
+    assert model.config.id2label == {0: "dislike", 1: "meh", 2: "like"}
+    refused = run_cli("ledger", "base", "tiny", tmp_path / "bad", "--labels", "like,like")
+    assert refused.code == 1 and refused.err.startswith("error: labels: give two or more")
+    assert not (tmp_path / "bad").exists()

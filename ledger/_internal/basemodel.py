@@ -11,7 +11,7 @@ import importlib.util
 import logging
 import string
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -89,8 +89,10 @@ def build_tiny(
     steps: int = defaults.PRETRAIN_STEPS,
     threads: int = defaults.THREADS,
     progress: Callable[[int, int], None] | None = None,
+    labels: Sequence[str] | None = None,
 ) -> None:
     """A small BERT classifier and tokenizer for tests and quick runs, no downloads."""
+    named = label_config(labels)  # refused before anything is written
     dataset = load_dataset(pretrain) if pretrain is not None else None
     out.mkdir(parents=True, exist_ok=True)
     vocab_file = out / "vocab.txt"
@@ -105,13 +107,29 @@ def build_tiny(
         max_position_embeddings=128,
         pad_token_id=0,
     )
-    config.num_labels = 2
+    config.update(named)
     zero_dropout(config)
     torch.manual_seed(seed)
     model = BertForSequenceClassification(config)
     # PreTrainedModel.to's decorator hides its signature from mypy.
     cast(torch.nn.Module, model).to(DTYPE)
     _finish(model, tokenizer, out, dataset, Pretraining(seed, steps, threads=threads), progress)
+
+
+def label_config(labels: Sequence[str] | None) -> dict[str, Any]:
+    """The classifier's labels, named in the base's config.json: the base's file hashes are
+    signed at init, so the names are part of the ledger, and an exported model carries
+    them. Without names, two labels called LABEL_0 and LABEL_1 (the bytes as before)."""
+    if labels is None:
+        return {"num_labels": 2}
+    names = list(labels)
+    if len(names) < 2 or len(set(names)) != len(names) or not all(n.strip() for n in names):
+        raise LedgerError("labels: give two or more distinct, non-empty names, label 0 first")
+    return {
+        "num_labels": len(names),
+        "id2label": dict(enumerate(names)),
+        "label2id": {n: i for i, n in enumerate(names)},
+    }
 
 
 def _save(model: PreTrainedModel, tokenizer: Any, out: Path) -> None:
@@ -159,6 +177,7 @@ def build_minilm(  # noqa: PLR0913  (the pretraining knobs, passed by keyword)
     max_length: int = defaults.MAX_LENGTH,
     threads: int = defaults.THREADS,
     progress: Callable[[int, int], None] | None = None,
+    labels: Sequence[str] | None = None,
 ) -> None:
     """The shipped MiniLM with a head drawn from `seed`, optionally pre-trained.
 
@@ -166,9 +185,10 @@ def build_minilm(  # noqa: PLR0913  (the pretraining knobs, passed by keyword)
     from_pretrained's initialisation, whose RNG use is a library detail that
     may change between versions.
     """
+    named = label_config(labels)
     src = minilm_source_dir()
     dataset = load_dataset(pretrain) if pretrain is not None else None
-    config = AutoConfig.from_pretrained(src, num_labels=2)
+    config = AutoConfig.from_pretrained(src, **named)
     zero_dropout(config)
     # The missing head is expected and re-drawn below: keep its warning quiet.
     verbosity = hf_logging.get_verbosity()

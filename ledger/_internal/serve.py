@@ -79,9 +79,11 @@ def predict(ledger: Ledger, task_id: str, text: str) -> dict[str, Any]:
     task = ledger.store.task(task_id)
     length = ledger.store.event(task.add_seq)["spec"]["max_length"] if task else defaults.MAX_LENGTH
     probs = probabilities(model, tokenizer, [text], length)[0]
+    label = int(torch.argmax(probs))
     return {
         "task": task_id,
-        "label": int(torch.argmax(probs)),
+        "label": label,
+        "label_name": model.config.id2label[label],
         "probabilities": [round(float(p), 6) for p in probs],
         "served": how,
     }
