@@ -155,3 +155,28 @@ def test_certificate_envelope_golden() -> None:
         "predicate": {"task_id": "user-1", "remaining": [], "scale_bits": 40},
     }
     _golden("certificate.dsse.json", sign_certificate(statement, FIXED_KEY))
+
+
+@pytest.mark.parametrize(
+    ("kind", "verifier_fields"),
+    [
+        ("init", "INIT_FIELDS"),
+        ("add", "ADD_FIELDS"),
+        ("unlearn", "UNLEARN_FIELDS"),
+        ("key_rotation", "ROTATION_FIELDS"),
+    ],
+)
+def test_the_ledgers_event_records_have_the_fields_the_verifier_reads(
+    kind: str, verifier_fields: str
+) -> None:
+    """Two readings of FORMAT.md §6, written apart: the ledger's typed events and the
+    verifier's field lists must name the same fields (add's optional readds aside)."""
+    from dataclasses import fields
+
+    from ledger._internal.events import EVENT_TYPES
+    from verifier import context, keychain
+
+    (record,) = [t for t in EVENT_TYPES if t.kind == kind]
+    expected = getattr(context, verifier_fields, None) or getattr(keychain, verifier_fields)
+    ours = {"kind", *(f.name for f in fields(record))} - {context.READDS}
+    assert ours == set(expected)

@@ -15,6 +15,7 @@ from ledger._internal.data import load_dataset
 from ledger._internal.determinism import record
 from ledger._internal.digest import set_digest
 from ledger._internal.errors import LedgerError
+from ledger._internal.events import AddEvent
 from ledger._internal.finetune import finetune
 from ledger._internal.journal import DEFAULT_WAIT
 from ledger._internal.keys import load_private
@@ -139,24 +140,22 @@ def add_task(  # noqa: PLR0913  (keyword-only: one per `ledger add` option)
         before = ledger.state_digest()
         merged = state.add(ledger.read_state(), vector.q)
         seq = ledger.store.size()
-        event: dict[str, Any] = {
-            "kind": "add",
-            "seq": seq,
-            "time": utc_now(),
-            "task_id": task_id,
-            "method": method,
-            "data_hash": dataset.data_hash,
-            "n_records": len(dataset.records),
-            "spec": spec.to_dict(),
-            "determinism": determinism,
-            "vector_digest": vector.vector_digest,
-            "mask_digest": vector.mask_digest,
-            "state_digest_before": before,
-            "state_digest_after": set_digest(merged),
-            "active_after": sorted([*ledger.store.active_ids(), task_id]),
-        }
-        if readds:
-            event["readds"] = readds  # the deletions this add knowingly reverses
+        event = AddEvent(
+            seq=seq,
+            time=utc_now(),
+            task_id=task_id,
+            method=method,
+            data_hash=dataset.data_hash,
+            n_records=len(dataset.records),
+            spec=spec.to_dict(),
+            determinism=determinism,
+            vector_digest=vector.vector_digest,
+            mask_digest=vector.mask_digest,
+            state_digest_before=before,
+            state_digest_after=set_digest(merged),
+            active_after=sorted([*ledger.store.active_ids(), task_id]),
+            readds=readds or None,  # the deletions this add knowingly reverses
+        ).to_json()
         plan = journal.Plan(seq + 1)
         plan.put(STATE, lambda p: write_tensors(p, merged))
         if config.retain_vectors:

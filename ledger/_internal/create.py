@@ -17,6 +17,7 @@ import numpy as np
 from ledger import defaults
 from ledger._internal.digest import set_digest
 from ledger._internal.errors import LedgerError
+from ledger._internal.events import InitEvent
 from ledger._internal.jcs import canonical
 from ledger._internal.keys import key_id, load_private, raw_public
 from ledger._internal.layout import BASE, DB_NAME, KEY_PATH_FILE, STATE
@@ -97,23 +98,22 @@ def init_ledger(
             (building / sub).mkdir()
         (building / KEY_PATH_FILE).write_text(str(key_path.resolve()) + "\n")
         public = raw_public(key.public_key()).hex()
-        init_event = {
-            "kind": "init",
-            "seq": 0,
-            "format": FORMAT,
-            "time": utc_now(),
-            "base_digest": set_digest(base_tensors),
-            "base_files": {
+        init_event = InitEvent(
+            seq=0,
+            format=FORMAT,
+            time=utc_now(),
+            base_digest=set_digest(base_tensors),
+            base_files={
                 p.name: sha256_file(p, building) for p in entries(building / BASE, building)
             },
-            "sign_seed": sign_seed,
-            "scale_bits": scale_bits,
-            "threads": threads,
-            "public_key": public,
-            "retain_vectors": retain_vectors,
-            "trainable": trainable,
-            "state_digest": set_digest(zeros),
-        }
+            sign_seed=sign_seed,
+            scale_bits=scale_bits,
+            threads=threads,
+            public_key=public,
+            retain_vectors=retain_vectors,
+            trainable=trainable,
+            state_digest=set_digest(zeros),
+        ).to_json()
         log_id = leaf_hash(canonical(init_event)).hex()
         head = sign_head(key, log_id, [bytes.fromhex(log_id)], str(init_event["time"]))
         config = config_from_init(init_event, log_id)

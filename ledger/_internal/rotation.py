@@ -8,8 +8,9 @@ from typing import Any
 
 from ledger._internal import journal
 from ledger._internal.errors import LedgerError
+from ledger._internal.events import KeyRotationEvent
 from ledger._internal.journal import DEFAULT_WAIT
-from ledger._internal.keychain import KIND, rotation_message
+from ledger._internal.keychain import rotation_message
 from ledger._internal.keys import key_id, load_private, raw_public
 from ledger._internal.layout import KEY_PATH_FILE
 from ledger._internal.ledgerdir import open_ledger
@@ -31,14 +32,13 @@ def rotate_key(
             raise LedgerError("the new key has signed this ledger before; use a fresh key")
         seq = ledger.store.size()
         message = rotation_message(ledger.config.log_id, old_hex, new_hex, ledger.leaves)
-        event: dict[str, Any] = {
-            "kind": KIND,
-            "seq": seq,
-            "time": utc_now(),
-            "old_public_key": old_hex,
-            "new_public_key": new_hex,
-            "new_key_signature": base64.b64encode(new.sign(message)).decode("ascii"),
-        }
+        event = KeyRotationEvent(
+            seq=seq,
+            time=utc_now(),
+            old_public_key=old_hex,
+            new_public_key=new_hex,
+            new_key_signature=base64.b64encode(new.sign(message)).decode("ascii"),
+        ).to_json()
         plan = journal.Plan(seq + 1)
         plan.put(KEY_PATH_FILE, lambda p: write_bytes_durable(p, f"{new_path}\n".encode()))
         ledger.commit(Write(event, ledger.sign_next_head(old, event), None), plan)

@@ -19,6 +19,7 @@ from ledger._internal.data import load_dataset
 from ledger._internal.determinism import apply_knobs, check_replay, record
 from ledger._internal.digest import set_digest
 from ledger._internal.errors import LedgerError
+from ledger._internal.events import UnlearnEvent
 from ledger._internal.finetune import finetune
 from ledger._internal.journal import DEFAULT_WAIT
 from ledger._internal.keys import load_private
@@ -120,18 +121,17 @@ def unlearn_task(
             (t for t in ledger.store.tasks() if t.status == "active" and t.task_id != task_id),
             key=lambda t: t.task_id,
         )
-        event: dict[str, Any] = {
-            "kind": "unlearn",
-            "seq": seq,
-            "time": utc_now(),
-            "task_id": task_id,
-            "data_hash": task.data_hash,  # the tombstone: what may not come back unannounced
-            "vector_digest": task.vector_digest,
-            "replayed_digest": vector.vector_digest,
-            "state_digest_before": ledger.state_digest(),
-            "state_digest_after": set_digest(merged),
-            "active_after": [t.task_id for t in remaining],
-        }
+        event = UnlearnEvent(
+            seq=seq,
+            time=utc_now(),
+            task_id=task_id,
+            data_hash=task.data_hash,
+            vector_digest=task.vector_digest,
+            replayed_digest=vector.vector_digest,
+            state_digest_before=ledger.state_digest(),
+            state_digest_after=set_digest(merged),
+            active_after=[t.task_id for t in remaining],
+        ).to_json()
         head_after = ledger.sign_next_head(key, event)
         statement = build_statement(
             config, add_event, event, ledger.store.head(seq), head_after, remaining, determinism
