@@ -11,6 +11,7 @@ from typing import Any
 
 from ledger import defaults
 from ledger._internal import journal, state
+from ledger._internal.codec import Int64Array
 from ledger._internal.data import load_dataset
 from ledger._internal.determinism import record
 from ledger._internal.digest import set_digest
@@ -128,50 +129,104 @@ def add_task(  # noqa: PLR0913  (keyword-only: one per `ledger add` option)
     )
     cut = texts_cut(base_dir, dataset.texts, spec.max_length)
     tau = finetune(base_dir, dataset.texts, dataset.labels, spec, progress)
-    vector = TaskVector.from_tau(tau, config.scale_bits, method, config.sign_seed)
-    determinism = record(spec)
+    trained = Trained(
+        task_id,
+        dataset.data_hash,
+        len(dataset.records),
+        spec,
+        record(spec),
+        TaskVector.from_tau(tau, config.scale_bits, method, config.sign_seed),
+    )
     with open_ledger(root, write=True, wait=wait) as ledger:
         if ledger.config != config:
             raise LedgerError("the ledger was replaced while the task trained; nothing changed")
         ledger.check_key(key)  # a rotation may have retired it meanwhile
         _refuse_existing(ledger, task_id)
-        readds = _tombstones(ledger, dataset.data_hash, vector.vector_digest, readd_deleted)
+        readds = _tombstones(ledger, dataset.data_hash, trained.vector.vector_digest, readd_deleted)
         ledger.check_base()
-        before = ledger.state_digest()
-        merged = state.add(ledger.read_state(), vector.q)
-        seq = ledger.store.size()
-        event = AddEvent(
-            seq=seq,
-            time=utc_now(),
-            task_id=task_id,
-            method=method,
-            data_hash=dataset.data_hash,
-            n_records=len(dataset.records),
-            spec=spec.to_dict(),
-            determinism=determinism,
-            vector_digest=vector.vector_digest,
-            mask_digest=vector.mask_digest,
-            state_digest_before=before,
-            state_digest_after=set_digest(merged),
-            active_after=sorted([*ledger.store.active_ids(), task_id]),
-            readds=readds or None,  # the deletions this add knowingly reverses
-        ).to_json()
-        plan = journal.Plan(seq + 1)
-        plan.put(STATE, lambda p: write_tensors(p, merged))
+        tip = Tip(
+            ledger.store.size(),
+            ledger.read_state(),
+            ledger.state_digest(),
+            ledger.store.active_ids(),
+        )
+        planned = plan_add(trained, tip, utc_now(), readds)
+        event, vector = planned.event.to_json(), trained.vector
+        files = journal.Plan(tip.seq + 1)
+        files.put(STATE, lambda p: write_tensors(p, planned.merged))
         if config.retain_vectors:
-            plan.put(vector_file(task_id), lambda p: write_tensors(p, vector.q))
+            files.put(vector_file(task_id), lambda p: write_tensors(p, vector.q))
         if vector.mask is not None:
             mask = vector.mask
-            plan.put(mask_file(task_id), lambda p: write_tensors(p, mask))
-        row = TaskRow(
-            task_id,
-            method,
-            "active",
-            seq,
-            None,
-            dataset.data_hash,
-            vector.vector_digest,
-            vector.mask_digest,
-        )
-        ledger.commit(Write(event, ledger.sign_next_head(key, event), row), plan)
+            files.put(mask_file(task_id), lambda p: write_tensors(p, mask))
+        ledger.commit(Write(event, ledger.sign_next_head(key, event), planned.row), files)
         return {**event, "texts_cut": cut}
+
+
+@dataclass(frozen=True)
+class Trained:
+    """What the unlocked phase produced: the task's vector and the record of how."""
+
+    task_id: str
+    data_hash: str
+    n_records: int
+    spec: TrainSpec
+    determinism: dict[str, Any]
+    vector: TaskVector
+
+
+@dataclass(frozen=True)
+class Tip:
+    """The ledger as the commit finds it, whatever landed while the task trained; its state
+    is handed to plan_add, which merges into it."""
+
+    seq: int
+    state: dict[str, Int64Array]
+    state_digest: str
+    active: list[str]
+
+
+@dataclass(frozen=True)
+class AddPlan:
+    """Everything an add appends, computed without I/O: the event, the row, the new Q."""
+
+    event: AddEvent
+    row: TaskRow
+    merged: dict[str, Int64Array]
+
+
+def plan_add(trained: Trained, tip: Tip, time: str, readds: list[dict[str, Any]]) -> AddPlan:
+    """The add as a function of the trained vector and the ledger's tip alone, so that it
+    can be tested, and reasoned about, apart from files, locks and journals.
+
+    It takes ``tip.state`` over: its tensors are replaced one by one as they are
+    merged, so the peak stays Q plus one tensor (a copy would double it)."""
+    vector = trained.vector
+    merged = state.add(tip.state, vector.q)
+    event = AddEvent(
+        seq=tip.seq,
+        time=time,
+        task_id=trained.task_id,
+        method=trained.spec.method,
+        data_hash=trained.data_hash,
+        n_records=trained.n_records,
+        spec=trained.spec.to_dict(),
+        determinism=trained.determinism,
+        vector_digest=vector.vector_digest,
+        mask_digest=vector.mask_digest,
+        state_digest_before=tip.state_digest,
+        state_digest_after=set_digest(merged),
+        active_after=sorted([*tip.active, trained.task_id]),
+        readds=readds or None,  # the deletions this add knowingly reverses
+    )
+    row = TaskRow(
+        trained.task_id,
+        trained.spec.method,
+        "active",
+        tip.seq,
+        None,
+        trained.data_hash,
+        vector.vector_digest,
+        vector.mask_digest,
+    )
+    return AddPlan(event, row, merged)

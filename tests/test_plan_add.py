@@ -1,0 +1,39 @@
+"""plan_add, the add as a pure function: no files, no lock, no journal to set up."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ledger import TaskVector
+from ledger._internal.add import Tip, Trained, plan_add
+from ledger._internal.spec import TrainSpec
+from ledger.fixedpoint import set_digest
+
+
+def _trained(task_id: str, values: list[float]) -> Trained:
+    spec = TrainSpec(method="ft", seed=1, threads=2, sign_seed=0)
+    tau = {"w": np.array(values, dtype=np.float32)}
+    vector = TaskVector.from_tau(tau, 10, "ft", 0)
+    return Trained(task_id, "ab" * 32, 3, spec, {"spec": spec.to_dict()}, vector)
+
+
+def test_the_plan_is_the_exact_merge_of_the_tip_and_the_vector() -> None:
+    state = {"w": np.array([5, -7, 0], dtype=np.int64)}
+    before = set_digest(state)
+    tip = Tip(4, state, before, ["zed", "alpha"])
+    trained = _trained("mid", [1.0, -0.5, 0.25])
+    plan = plan_add(trained, tip, "2026-12-03T00:00:00Z", [])
+    assert plan.merged["w"].tolist() == [5 + 1024, -7 - 512, 256]  # q = round(τ · 2^10)
+    event = plan.event.to_json()
+    assert event["seq"] == 4 and event["active_after"] == ["alpha", "mid", "zed"]
+    assert event["state_digest_before"] == before
+    assert event["state_digest_after"] == set_digest(plan.merged)
+    assert "readds" not in event
+    assert (plan.row.task_id, plan.row.status, plan.row.add_seq) == ("mid", "active", 4)
+
+
+def test_an_announced_re_add_carries_the_deletions_it_reverses() -> None:
+    state = {"w": np.zeros(2, dtype=np.int64)}
+    readds = [{"task_id": "gone", "unlearn_seq": 2}]
+    plan = plan_add(_trained("back", [1.0, 2.0]), Tip(3, state, set_digest(state), []), "t", readds)
+    assert plan.event.to_json()["readds"] == readds
