@@ -144,7 +144,7 @@ def add_task(  # noqa: PLR0913  (keyword-only: one per `ledger add` option)
         _refuse_existing(ledger, task_id)
         readds = _tombstones(ledger, dataset.data_hash, trained.vector.vector_digest, readd_deleted)
         ledger.check_base()
-        tip = Tip(
+        tip = state.Tip(
             ledger.store.size(),
             ledger.read_state(),
             ledger.state_digest(),
@@ -176,17 +176,6 @@ class Trained:
 
 
 @dataclass(frozen=True)
-class Tip:
-    """The ledger as the commit finds it, whatever landed while the task trained; its state
-    is handed to plan_add, which merges into it."""
-
-    seq: int
-    state: dict[str, Int64Array]
-    state_digest: str
-    active: list[str]
-
-
-@dataclass(frozen=True)
 class AddPlan:
     """Everything an add appends, computed without I/O: the event, the row, the new Q."""
 
@@ -195,7 +184,7 @@ class AddPlan:
     merged: dict[str, Int64Array]
 
 
-def plan_add(trained: Trained, tip: Tip, time: str, readds: list[dict[str, Any]]) -> AddPlan:
+def plan_add(trained: Trained, tip: state.Tip, time: str, readds: list[dict[str, Any]]) -> AddPlan:
     """The add as a function of the trained vector and the ledger's tip alone, so that it
     can be tested, and reasoned about, apart from files, locks and journals.
 

@@ -7,6 +7,7 @@ is Q and one vector plus one tensor's temporaries, never T vectors.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 from ledger._internal.codec import Int64Array, checked_add, checked_sub
 from ledger._internal.errors import LedgerError
@@ -35,3 +36,14 @@ def add(state: dict[str, Int64Array], q: Mapping[str, Int64Array]) -> dict[str, 
 
 def subtract(state: dict[str, Int64Array], q: Mapping[str, Int64Array]) -> dict[str, Int64Array]:
     return _combine(state, q, checked_sub)
+
+
+@dataclass(frozen=True)
+class Tip:
+    """The ledger as a commit finds it, whatever landed while a task trained or replayed;
+    its state is handed to the plan, which merges into it."""
+
+    seq: int
+    state: dict[str, Int64Array]
+    state_digest: str
+    active: list[str]

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from ledger._internal import journal, state
 from ledger._internal.certificate import build_statement, sign_certificate
+from ledger._internal.codec import Int64Array
 from ledger._internal.data import load_dataset
 from ledger._internal.determinism import apply_knobs, check_replay, record
 from ledger._internal.digest import set_digest
@@ -115,33 +116,65 @@ def unlearn_task(
             raise LedgerError("the ledger changed this task during the replay; nothing changed")
         ledger.check_key(key)  # a rotation may have retired it meanwhile
         ledger.check_base()
-        merged = state.subtract(ledger.read_state(), vector.q)
-        seq = ledger.store.size()
-        remaining = sorted(
-            (t for t in ledger.store.tasks() if t.status == "active" and t.task_id != task_id),
-            key=lambda t: t.task_id,
+        tip = state.Tip(
+            ledger.store.size(),
+            ledger.read_state(),
+            ledger.state_digest(),
+            ledger.store.active_ids(),
         )
-        event = UnlearnEvent(
-            seq=seq,
-            time=utc_now(),
-            task_id=task_id,
-            data_hash=task.data_hash,
-            vector_digest=task.vector_digest,
-            replayed_digest=vector.vector_digest,
-            state_digest_before=ledger.state_digest(),
-            state_digest_after=set_digest(merged),
-            active_after=[t.task_id for t in remaining],
-        ).to_json()
+        planned = plan_unlearn(task, vector, tip, ledger.store.tasks(), utc_now())
+        seq, event = tip.seq, planned.event.to_json()
         head_after = ledger.sign_next_head(key, event)
         statement = build_statement(
-            config, add_event, event, ledger.store.head(seq), head_after, remaining, determinism
+            config,
+            add_event,
+            event,
+            ledger.store.head(seq),
+            head_after,
+            planned.remaining,
+            determinism,
         )
         envelope = sign_certificate(statement, key)
-        plan = journal.Plan(seq + 1)
-        plan.put(STATE, lambda p: write_tensors(p, merged))
-        plan.put(certificate_file(seq), lambda p: write_bytes_durable(p, envelope))
-        plan.deletes += [vector_file(task_id), mask_file(task_id)]
-        row = replace(task, status="unlearned", unlearn_seq=seq)
-        ledger.commit(Write(event, head_after, row, envelope), plan)
+        files = journal.Plan(seq + 1)
+        files.put(STATE, lambda p: write_tensors(p, planned.merged))
+        files.put(certificate_file(seq), lambda p: write_bytes_durable(p, envelope))
+        files.deletes += [vector_file(task_id), mask_file(task_id)]
+        ledger.commit(Write(event, head_after, planned.row, envelope), files)
     _deliver(envelope, out, str(ledger.root / certificate_file(seq)))
     return event
+
+
+@dataclass(frozen=True)
+class UnlearnPlan:
+    """Everything an unlearn appends but the signatures, computed without I/O."""
+
+    event: UnlearnEvent
+    row: TaskRow
+    merged: dict[str, Int64Array]
+    remaining: list[TaskRow]  # sorted by id: the certificate's "remaining"
+
+
+def plan_unlearn(
+    task: TaskRow, replayed: TaskVector, tip: state.Tip, tasks: list[TaskRow], time: str
+) -> UnlearnPlan:
+    """The unlearn as a function of the recorded task, its replayed vector (its digest
+    already checked against the record) and the ledger's tip; takes ``tip.state`` over,
+    as plan_add does."""
+    merged = state.subtract(tip.state, replayed.q)
+    remaining = sorted(
+        (t for t in tasks if t.status == "active" and t.task_id != task.task_id),
+        key=lambda t: t.task_id,
+    )
+    event = UnlearnEvent(
+        seq=tip.seq,
+        time=time,
+        task_id=task.task_id,
+        data_hash=task.data_hash,
+        vector_digest=task.vector_digest,
+        replayed_digest=replayed.vector_digest,
+        state_digest_before=tip.state_digest,
+        state_digest_after=set_digest(merged),
+        active_after=[t.task_id for t in remaining],
+    )
+    row = replace(task, status="unlearned", unlearn_seq=tip.seq)
+    return UnlearnPlan(event, row, merged, remaining)

@@ -1,12 +1,16 @@
-"""plan_add, the add as a pure function: no files, no lock, no journal to set up."""
+"""plan_add and plan_unlearn, the writes as functions of their inputs: no files, no lock,
+no journal to set up."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from ledger import TaskVector
-from ledger._internal.add import Tip, Trained, plan_add
+from ledger._internal.add import Trained, plan_add
 from ledger._internal.spec import TrainSpec
+from ledger._internal.state import Tip
+from ledger._internal.store import TaskRow
+from ledger._internal.unlearn import plan_unlearn
 from ledger.fixedpoint import set_digest
 
 
@@ -37,3 +41,24 @@ def test_an_announced_re_add_carries_the_deletions_it_reverses() -> None:
     readds = [{"task_id": "gone", "unlearn_seq": 2}]
     plan = plan_add(_trained("back", [1.0, 2.0]), Tip(3, state, set_digest(state), []), "t", readds)
     assert plan.event.to_json()["readds"] == readds
+
+
+def test_unlearning_the_planned_add_gives_back_the_state_bit_for_bit() -> None:
+    state = {"w": np.array([5, -7, 0], dtype=np.int64)}
+    before = set_digest(state)
+    trained = _trained("mid", [1.0, -0.5, 0.25])
+    added = plan_add(trained, Tip(4, state, before, ["zed", "alpha"]), "t1", [])
+    rows = [
+        TaskRow("zed", "ft", "active", 1, None, "cd" * 32, "sha256:z", None),
+        TaskRow("alpha", "ft", "active", 2, None, "ef" * 32, "sha256:a", None),
+        added.row,
+    ]
+    after = added.event.state_digest_after
+    gone = plan_unlearn(
+        added.row, trained.vector, Tip(5, added.merged, after, ["alpha", "mid", "zed"]), rows, "t2"
+    )
+    assert set_digest(gone.merged) == before
+    event = gone.event.to_json()
+    assert event["state_digest_after"] == before and event["state_digest_before"] == after
+    assert [t.task_id for t in gone.remaining] == event["active_after"] == ["alpha", "zed"]
+    assert (gone.row.status, gone.row.unlearn_seq) == ("unlearned", 5)
