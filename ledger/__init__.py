@@ -18,36 +18,36 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ledger._internal.add import Hyper, add_task
-    from ledger._internal.basemodel import build_minilm, build_tiny
-    from ledger._internal.create import init_ledger
+    from ledger._internal.attest.keys import generate as generate_key
     from ledger._internal.errors import LedgerError
-    from ledger._internal.keys import generate as generate_key
-    from ledger._internal.layout import STATE as STATE_FILE
-    from ledger._internal.ledgerdir import open_ledger
-    from ledger._internal.rotation import rotate_key
-    from ledger._internal.serve import export, predict
-    from ledger._internal.status import ledger_status as status
-    from ledger._internal.unlearn import unlearn_task
-    from ledger._internal.vector import TaskVector
+    from ledger._internal.folder.layout import STATE as STATE_FILE
+    from ledger._internal.folder.ledgerdir import open_ledger
+    from ledger._internal.model.basemodel import build_minilm, build_tiny
+    from ledger._internal.ops.add import Hyper, add_task
+    from ledger._internal.ops.create import init_ledger
+    from ledger._internal.ops.rotation import rotate_key
+    from ledger._internal.ops.serve import export, predict
+    from ledger._internal.ops.status import ledger_status as status
+    from ledger._internal.ops.unlearn import unlearn_task
+    from ledger._internal.vectors.vector import TaskVector
 
 # public name -> (module, name there)
 _WHERE = {
-    "generate_key": ("ledger._internal.keys", "generate"),
-    "build_tiny": ("ledger._internal.basemodel", "build_tiny"),
-    "build_minilm": ("ledger._internal.basemodel", "build_minilm"),
-    "init_ledger": ("ledger._internal.create", "init_ledger"),
-    "open_ledger": ("ledger._internal.ledgerdir", "open_ledger"),
-    "Hyper": ("ledger._internal.add", "Hyper"),
-    "add_task": ("ledger._internal.add", "add_task"),
-    "TaskVector": ("ledger._internal.vector", "TaskVector"),
-    "status": ("ledger._internal.status", "ledger_status"),
-    "predict": ("ledger._internal.serve", "predict"),
-    "export": ("ledger._internal.serve", "export"),
-    "unlearn_task": ("ledger._internal.unlearn", "unlearn_task"),
-    "rotate_key": ("ledger._internal.rotation", "rotate_key"),
+    "generate_key": ("ledger._internal.attest.keys", "generate"),
+    "build_tiny": ("ledger._internal.model.basemodel", "build_tiny"),
+    "build_minilm": ("ledger._internal.model.basemodel", "build_minilm"),
+    "init_ledger": ("ledger._internal.ops.create", "init_ledger"),
+    "open_ledger": ("ledger._internal.folder.ledgerdir", "open_ledger"),
+    "Hyper": ("ledger._internal.ops.add", "Hyper"),
+    "add_task": ("ledger._internal.ops.add", "add_task"),
+    "TaskVector": ("ledger._internal.vectors.vector", "TaskVector"),
+    "status": ("ledger._internal.ops.status", "ledger_status"),
+    "predict": ("ledger._internal.ops.serve", "predict"),
+    "export": ("ledger._internal.ops.serve", "export"),
+    "unlearn_task": ("ledger._internal.ops.unlearn", "unlearn_task"),
+    "rotate_key": ("ledger._internal.ops.rotation", "rotate_key"),
     "LedgerError": ("ledger._internal.errors", "LedgerError"),
-    "STATE_FILE": ("ledger._internal.layout", "STATE"),
+    "STATE_FILE": ("ledger._internal.folder.layout", "STATE"),
 }
 __all__ = [
     "STATE_FILE",

@@ -15,7 +15,7 @@ import click
 
 from ledger import defaults
 from ledger._internal.errors import LedgerError
-from ledger._internal.jcs import SEED_LIMIT
+from ledger._internal.log.jcs import SEED_LIMIT
 
 _MAX_SEED = SEED_LIMIT - 1
 _wait = click.option(
@@ -84,7 +84,7 @@ def _trust(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _trusted(public_key: Path | None, signing_key: Path | None) -> Any:
-    from ledger._internal.keys import load_private, load_public
+    from ledger._internal.attest.keys import load_private, load_public
 
     if public_key is not None and signing_key is not None:
         raise click.UsageError("give --public-key or --key, not both")
@@ -111,7 +111,7 @@ def cli() -> None:
 @click.argument("key", type=_PATH)
 def keygen(key: Path) -> None:
     """Ed25519 private key to KEY (PEM, 0600) and public key to KEY.pub."""
-    from ledger._internal.keys import generate
+    from ledger._internal.attest.keys import generate
 
     public = generate(key)
     click.echo(f"wrote {key} and {public}")
@@ -163,7 +163,7 @@ def _base_command(name: str, summary: str) -> Callable[[Callable[..., Any]], Any
             threads: int,
             labels: str | None,
         ) -> None:
-            from ledger._internal.tensorfile import refuse_nonempty
+            from ledger._internal.vectors.tensorfile import refuse_nonempty
 
             refuse_nonempty(out)
             with _progress("pretraining") as bar:
@@ -185,14 +185,14 @@ def _base_command(name: str, summary: str) -> Callable[[Callable[..., Any]], Any
 
 @_base_command("tiny", "A small deterministic BERT classifier with its tokenizer, for tests.")
 def _tiny(*args: Any, **kwargs: Any) -> None:
-    from ledger._internal.basemodel import build_tiny
+    from ledger._internal.model.basemodel import build_tiny
 
     build_tiny(*args, **kwargs)
 
 
 @_base_command("minilm", "The shipped all-MiniLM-L6-v2 with a seeded head, optionally pretrained.")
 def _minilm(*args: Any, **kwargs: Any) -> None:
-    from ledger._internal.basemodel import build_minilm
+    from ledger._internal.model.basemodel import build_minilm
 
     build_minilm(*args, **kwargs)
 
@@ -245,7 +245,7 @@ def init(
     retain_vectors: bool,
 ) -> None:
     """A new ledger in DIRECTORY over the base model."""
-    from ledger._internal.create import init_ledger
+    from ledger._internal.ops.create import init_ledger
 
     log = init_ledger(
         directory,
@@ -328,7 +328,7 @@ def add(
     """Deterministic fine-tune, quantise, digest, sign, record, merge.
 
     Trains without the writer lock; takes it only to commit."""
-    from ledger._internal.add import Hyper, add_task
+    from ledger._internal.ops.add import Hyper, add_task
 
     with _progress(f"fine-tuning {task_id}") as progress:
         event = add_task(
@@ -369,7 +369,7 @@ def unlearn(
     """Replay, check the digest, subtract, and write a signed certificate.
 
     Replays without the writer lock; takes it only to commit."""
-    from ledger._internal.unlearn import unlearn_task
+    from ledger._internal.ops.unlearn import unlearn_task
 
     with _progress(f"replaying {task_id}") as progress:
         event = unlearn_task(
@@ -386,7 +386,7 @@ def status(
     directory: Path, as_json: bool, public_key: Path | None, signing_key: Path | None
 ) -> None:
     """Active and unlearned tasks, the state digest and the log's head."""
-    from ledger._internal.status import ledger_status
+    from ledger._internal.ops.status import ledger_status
 
     report = ledger_status(directory, _trusted(public_key, signing_key))
     if as_json:
@@ -416,9 +416,9 @@ def predict(
     signing_key: Path | None,
 ) -> None:
     """The label the served model for TASK gives to TEXT."""
-    from ledger._internal.ledgerdir import open_ledger
-    from ledger._internal.serve import UNKNOWN_TASK
-    from ledger._internal.serve import predict as run
+    from ledger._internal.folder.ledgerdir import open_ledger
+    from ledger._internal.ops.serve import UNKNOWN_TASK
+    from ledger._internal.ops.serve import predict as run
 
     with open_ledger(directory, trusted=_trusted(public_key, signing_key)) as ledger:
         result = run(ledger, task_id, text)
@@ -440,8 +440,8 @@ def export(
     directory: Path, task_id: str, out: Path, public_key: Path | None, signing_key: Path | None
 ) -> None:
     """The served model for TASK as a Hugging Face folder OUT."""
-    from ledger._internal.ledgerdir import open_ledger
-    from ledger._internal.serve import export as run
+    from ledger._internal.folder.ledgerdir import open_ledger
+    from ledger._internal.ops.serve import export as run
 
     with open_ledger(directory, trusted=_trusted(public_key, signing_key)) as ledger:
         how = run(ledger, task_id, out)
@@ -470,8 +470,8 @@ def proof(
     signing_key: Path | None,
 ) -> None:
     """RFC 9162 proofs as JSON: an event's inclusion, log consistency, or a data record's."""
-    from ledger._internal import proofs
-    from ledger._internal.ledgerdir import open_ledger
+    from ledger._internal.folder.ledgerdir import open_ledger
+    from ledger._internal.ops import proofs
 
     if [event, consistency, record].count(None) != 2:
         raise click.UsageError("give exactly one of --event, --consistency, --record")
@@ -499,10 +499,10 @@ def checkpoint(directory: Path, signing_key: Path | None) -> None:
 
     Keep it: `verifier audit --trusted-head FILE` later proves that the folder it
     is shown grew from this head, and catches a rollback or a fork."""
-    from ledger._internal.checkpoint import checkpoint_note
-    from ledger._internal.keys import load_private
-    from ledger._internal.ledgerdir import open_ledger
-    from ledger._internal.treehead import head_fields
+    from ledger._internal.attest.keys import load_private
+    from ledger._internal.folder.ledgerdir import open_ledger
+    from ledger._internal.log.checkpoint import checkpoint_note
+    from ledger._internal.log.treehead import head_fields
 
     with open_ledger(directory) as ledger:
         key = load_private(signing_key or ledger.default_key_path())
@@ -520,8 +520,8 @@ def sample_data(out: Path) -> None:
     alice.jsonl and bob.jsonl are two MovieLens users' ratings ("Title (year) |
     genres", label 1 for 4 stars or more); pooled.jsonl pools 50 other users, for
     `ledger base minilm --pretrain`."""
-    from ledger._internal.corpora import write_samples
-    from ledger._internal.tensorfile import refuse_nonempty
+    from ledger._internal.data.corpora import write_samples
+    from ledger._internal.vectors.tensorfile import refuse_nonempty
 
     refuse_nonempty(out)
     for path in write_samples(out):
@@ -551,7 +551,7 @@ def probe(base_dir: Path, data: Path, steps: int, threads: int, as_json: bool) -
 
     Exits 1 if the recorded settings do not reproduce (a second process, another
     working directory or another hash seed giving other bits)."""
-    from ledger._internal.probe import probe as run
+    from ledger._internal.training.probe import probe as run
 
     outcomes = run(base_dir, data, steps, threads)
     if as_json:
@@ -587,7 +587,7 @@ def rotate_key(directory: Path, old_key: Path, new_key: Path, wait: float) -> No
     Later heads and certificates are signed by the new key, which also becomes
     the default signer; the old key's holders can no longer extend the log
     for anyone who trusts the new key or keeps a later checkpoint."""
-    from ledger._internal.rotation import rotate_key as rotate
+    from ledger._internal.ops.rotation import rotate_key as rotate
 
     event = rotate(directory, old_key, new_key, wait=wait)
     click.echo(
@@ -608,7 +608,7 @@ def rotate_key(directory: Path, old_key: Path, new_key: Path, wait: float) -> No
 )
 def demo(workdir: Path, users: int, model: str) -> None:
     """The whole path on MiniLM and real MovieLens users, verifier included."""
-    from ledger._internal.demo import run_demo
+    from ledger._internal.ops.demo import run_demo
 
     run_demo(workdir, users, model)
 

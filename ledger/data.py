@@ -4,6 +4,13 @@ A record is one JSONL object (``text``, ``label``, any other fields); the
 data hash and the file format are FORMAT.md §9's.
 """
 
-from ledger._internal.corpora import Record, Task, movielens_tasks, package_file, split, write_jsonl
+from ledger._internal.data.corpora import (
+    Record,
+    Task,
+    movielens_tasks,
+    package_file,
+    split,
+    write_jsonl,
+)
 
 __all__ = ["Record", "Task", "movielens_tasks", "package_file", "split", "write_jsonl"]

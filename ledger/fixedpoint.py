@@ -4,7 +4,7 @@ For code that merges task vectors outside a ledger (the audits' baselines, a
 notebook) and must get the ledger's bits.
 """
 
-from ledger._internal.codec import (
+from ledger._internal.vectors.codec import (
     Float32Array,
     Int64Array,
     checked_add,
@@ -13,8 +13,8 @@ from ledger._internal.codec import (
     quantise,
     served_delta,
 )
-from ledger._internal.digest import set_digest
-from ledger._internal.state import add as merge
+from ledger._internal.vectors.digest import set_digest
+from ledger._internal.vectors.state import add as merge
 
 __all__ = [
     "Float32Array",

@@ -4,8 +4,8 @@ What a third party needs to recompute a ledger's roots or check a proof that
 ``ledger proof`` printed, without the rest of the ledger.
 """
 
-from ledger._internal.checkpoint import checkpoint_note
-from ledger._internal.merkle import (
+from ledger._internal.log.checkpoint import checkpoint_note
+from ledger._internal.log.merkle import (
     consistency_proof,
     inclusion_proof,
     leaf_hash,

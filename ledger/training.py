@@ -4,11 +4,11 @@
 does; a vector trained this way quantises to the digest the ledger records.
 """
 
-from ledger._internal.add import derive_task_seed
-from ledger._internal.determinism import apply_knobs
-from ledger._internal.finetune import tune as fine_tune
-from ledger._internal.model import load_model, trainable_names
-from ledger._internal.spec import TrainSpec
+from ledger._internal.model.loading import load_model, trainable_names
+from ledger._internal.ops.add import derive_task_seed
+from ledger._internal.training.determinism import apply_knobs
+from ledger._internal.training.finetune import tune as fine_tune
+from ledger._internal.training.spec import TrainSpec
 
 __all__ = [
     "TrainSpec",

@@ -50,8 +50,9 @@ def _on_call(owner: Any, name: str, nth: int, *, after: bool = False, half: bool
 def install(point: str) -> None:
     """Counts are of calls in a whole write: the recovery check at open unlinks a
     stray journal.json.tmp first, then unlearn deletes the vector and the mask."""
-    from ledger._internal import add, journal, rotation, unlearn
-    from ledger._internal.store import Store
+    from ledger._internal.folder import journal
+    from ledger._internal.folder.store import Store
+    from ledger._internal.ops import add, rotation, unlearn
 
     writers = {"add": add, "unlearn": unlearn, "rotate-key": rotation}[sys.argv[2]]
     points: dict[str, Callable[[], None]] = {

@@ -12,9 +12,9 @@ import torch
 
 from ledger import Hyper, add_task, unlearn_task
 from ledger import status as ledger_status
-from ledger._internal import journal
 from ledger._internal.errors import DeterminismMismatch, LedgerError
-from ledger._internal.ledgerdir import open_ledger
+from ledger._internal.folder import journal
+from ledger._internal.folder.ledgerdir import open_ledger
 from tests.helpers import tree_digest
 from verifier.checks import run_audit
 
@@ -30,7 +30,7 @@ def one_task(
     key: Path,
     task_data: dict[str, Path],
 ) -> Path:
-    from ledger._internal.create import init_ledger
+    from ledger._internal.ops.create import init_ledger
 
     led = tmp_path_factory.mktemp("atomic") / "led"
     init_ledger(led, tiny_base, key, sign_seed=3)
@@ -94,7 +94,7 @@ def test_crash_halfway_through_the_moves_is_finished_on_reopen(
 def test_crash_before_the_database_commit_is_rolled_back(
     led: Path, key: Path, task_data: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from ledger._internal.store import Store
+    from ledger._internal.folder.store import Store
 
     before = tree_digest(led)
 
@@ -137,7 +137,7 @@ def test_a_replay_that_misses_the_digest_changes_nothing(
     led: Path, task_data: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A nondeterministic replay (simulated by zeroing one tensor) must never be subtracted."""
-    from ledger._internal.finetune import finetune
+    from ledger._internal.training.finetune import finetune
 
     real = finetune
 
@@ -147,7 +147,7 @@ def test_a_replay_that_misses_the_digest_changes_nothing(
         tau[first] = tau[first] * 0
         return tau  # type: ignore[return-value]
 
-    monkeypatch.setattr("ledger._internal.unlearn.finetune", drifting)
+    monkeypatch.setattr("ledger._internal.ops.unlearn.finetune", drifting)
     before = tree_digest(led)
     with pytest.raises(LedgerError, match=r"replayed digest .* != recorded"):
         unlearn_task(led, "a", task_data["a"], tmp_path / "cert.json")

@@ -325,7 +325,7 @@ def test_bad_input_is_one_error_line_and_changes_nothing(
 
 def test_crlf_data_is_normalised_to_the_same_data_hash(tmp_path: Path) -> None:
     """CR before LF is JSON whitespace: the records, hence the data hash, are those of LF."""
-    from ledger._internal.data import load_dataset
+    from ledger._internal.data.records import load_dataset
 
     lf = _data(tmp_path, "lf.jsonl", GOOD + b'{"text": "bad", "label": 0}\n')
     crlf = _data(tmp_path, "crlf.jsonl", lf.read_bytes().replace(b"\n", b"\r\n"))
@@ -340,7 +340,7 @@ def test_a_disk_that_fills_part_way_changes_nothing(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """The second staged file fails with ENOSPC: the write is rolled back, one error line."""
-    from ledger._internal import tensorfile
+    from ledger._internal.vectors import tensorfile
     from ledger.cli import main
 
     led = Path(shutil.copytree(built, tmp_path / "led"))
@@ -355,7 +355,7 @@ def test_a_disk_that_fills_part_way_changes_nothing(
             raise OSError(errno.ENOSPC, "No space left on device", str(path))
         real(path, tensors)  # type: ignore[arg-type]
 
-    import ledger._internal.add as add_module
+    import ledger._internal.ops.add as add_module
 
     monkeypatch.setattr(add_module, "write_tensors", filling)
     with pytest.raises(SystemExit) as exit_info:

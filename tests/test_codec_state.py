@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ledger._internal import state
-from ledger._internal.codec import checked_add, checked_sub, dequantise, quantise
 from ledger._internal.errors import LedgerError
+from ledger._internal.vectors import state
+from ledger._internal.vectors.codec import checked_add, checked_sub, dequantise, quantise
 
 SHAPES = {"layer.weight": (3, 4), "layer.bias": (4,), "head": (2,)}
 # Magnitudes up to 2^58 so that sums of up to 8 vectors cannot overflow.

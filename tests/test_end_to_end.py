@@ -85,8 +85,8 @@ def test_unlearning_deletes_the_task_files(history: dict[str, Path]) -> None:
 def test_other_tasks_masks_and_served_models_are_those_of_the_remaining_merge(
     history: dict[str, Path],
 ) -> None:
-    from ledger._internal.ledgerdir import open_ledger
-    from ledger._internal.serve import served_deltas
+    from ledger._internal.folder.ledgerdir import open_ledger
+    from ledger._internal.ops.serve import served_deltas
 
     a, b = history["A"], history["B"]
     for task in "abd":
@@ -262,7 +262,7 @@ def test_overflowing_vector_is_refused(
 def test_readers_never_wait_and_a_second_writer_is_busy_naming_the_holder(
     fresh: Path, task_data: dict[str, Path]
 ) -> None:
-    from ledger._internal.journal import writer_lock
+    from ledger._internal.folder.journal import writer_lock
 
     with writer_lock(fresh):
         read = run_cli("ledger", "status", fresh, "--json")

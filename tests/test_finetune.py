@@ -23,13 +23,13 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ledger._internal import determinism
-from ledger._internal.basemodel import build_tiny, minilm_source_dir
 from ledger._internal.errors import DeterminismMismatch, LedgerError
-from ledger._internal.finetune import batch_order, finetune
-from ledger._internal.model import load_model, trainable_names
-from ledger._internal.signs import sign_vector
-from ledger._internal.spec import TrainSpec
+from ledger._internal.model.basemodel import build_tiny, minilm_source_dir
+from ledger._internal.model.loading import load_model, trainable_names
+from ledger._internal.training import determinism
+from ledger._internal.training.finetune import batch_order, finetune
+from ledger._internal.training.signs import sign_vector
+from ledger._internal.training.spec import TrainSpec
 from tests.helpers import run_cli
 
 REPO = Path(__file__).resolve().parent.parent

@@ -17,15 +17,15 @@ import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ledger._internal.certificate import sign_certificate
-from ledger._internal.data import load_dataset, parse_records
-from ledger._internal.digest import CHUNK_BYTES, set_digest
-from ledger._internal.dsse import pae
+from ledger._internal.attest.certificate import sign_certificate
+from ledger._internal.attest.dsse import pae
+from ledger._internal.data.records import load_dataset, parse_records
 from ledger._internal.errors import LedgerError
-from ledger._internal.merkle import merkle_root
-from ledger._internal.signs import sign_vector
-from ledger._internal.treehead import sign_head
-from ledger._internal.vector import pack_mask, unpack_mask
+from ledger._internal.log.merkle import merkle_root
+from ledger._internal.log.treehead import sign_head
+from ledger._internal.training.signs import sign_vector
+from ledger._internal.vectors.digest import CHUNK_BYTES, set_digest
+from ledger._internal.vectors.vector import pack_mask, unpack_mask
 
 GOLDEN = Path(__file__).parent / "golden"
 FIXED_KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
@@ -173,7 +173,7 @@ def test_the_ledgers_event_records_have_the_fields_the_verifier_reads(
     verifier's field lists must name the same fields (add's optional readds aside)."""
     from dataclasses import fields
 
-    from ledger._internal.events import EVENT_TYPES
+    from ledger._internal.log.events import EVENT_TYPES
     from verifier import context, keychain
 
     (record,) = [t for t in EVENT_TYPES if t.kind == kind]

@@ -51,7 +51,7 @@ def _link_vectors_outside(led: Path) -> None:
 
 
 def _zero_state(led: Path) -> None:
-    from ledger._internal.tensorfile import read_tensors, write_tensors
+    from ledger._internal.vectors.tensorfile import read_tensors, write_tensors
 
     state = read_tensors(led / "state.safetensors")
     (led / "state.safetensors").unlink()
@@ -252,7 +252,7 @@ def test_recovery_works_from_any_working_directory(
 ) -> None:
     """A journal written via a relative path must not be resolved against another cwd."""
     from ledger import status as ledger_status
-    from ledger._internal import journal
+    from ledger._internal.folder import journal
 
     class Crash(BaseException):
         pass
@@ -347,7 +347,7 @@ def test_init_refuses_a_base_the_format_cannot_describe(
 ) -> None:
     import numpy as np
 
-    from ledger._internal.tensorfile import read_tensors, write_tensors
+    from ledger._internal.vectors.tensorfile import read_tensors, write_tensors
 
     base = tmp_path / "base"
     shutil.copytree(tiny_base, base)

@@ -13,12 +13,12 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ledger import generate_key
-from ledger._internal.checkpoint import checkpoint_note
-from ledger._internal.jcs import canonical
-from ledger._internal.keychain import rotation_message
-from ledger._internal.keys import load_private, raw_public
-from ledger._internal.merkle import leaf_hash
-from ledger._internal.treehead import sign_head
+from ledger._internal.attest.keys import load_private, raw_public
+from ledger._internal.log.checkpoint import checkpoint_note
+from ledger._internal.log.jcs import canonical
+from ledger._internal.log.keychain import rotation_message
+from ledger._internal.log.merkle import leaf_hash
+from ledger._internal.log.treehead import sign_head
 from tests.helpers import run_cli, tree_digest
 from verifier.checks import run_audit, run_check
 
@@ -73,7 +73,7 @@ def _audit(folder: Path, pub: bytes, *kept: Path) -> list[str]:
 
 
 def _key_id(paths: dict[str, Path], key: str) -> str:
-    from ledger._internal.keychain import short_id
+    from ledger._internal.log.keychain import short_id
 
     return short_id(raw_public(load_private(paths[key]).public_key()).hex())
 

@@ -32,8 +32,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ledger._internal import merkle as ledger_merkle
-from ledger._internal.merkle import EMPTY_ROOT
+from ledger._internal.log import merkle as ledger_merkle
+from ledger._internal.log.merkle import EMPTY_ROOT
 from verifier import merkle as verifier_merkle
 
 VECTORS: dict[str, Any] = json.loads(

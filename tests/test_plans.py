@@ -6,11 +6,11 @@ from __future__ import annotations
 import numpy as np
 
 from ledger import TaskVector
-from ledger._internal.add import Trained, plan_add
-from ledger._internal.spec import TrainSpec
-from ledger._internal.state import Tip
-from ledger._internal.store import TaskRow
-from ledger._internal.unlearn import plan_unlearn
+from ledger._internal.folder.store import TaskRow
+from ledger._internal.ops.add import Trained, plan_add
+from ledger._internal.ops.unlearn import plan_unlearn
+from ledger._internal.training.spec import TrainSpec
+from ledger._internal.vectors.state import Tip
 from ledger.fixedpoint import set_digest
 
 

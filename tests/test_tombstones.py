@@ -108,7 +108,7 @@ def test_check_fails_once_the_deletion_no_longer_holds(
     ledger_cli: Callable[..., Result],
 ) -> None:
     """The data subject runs `check`: it must see the folder as it is now, not as certified."""
-    from ledger._internal.tensorfile import read_tensors, write_tensors
+    from ledger._internal.vectors.tensorfile import read_tensors, write_tensors
     from verifier.checks import run_check
 
     led, cert = tmp_path / "led", tmp_path / "a.json"

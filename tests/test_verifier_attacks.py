@@ -24,7 +24,7 @@ import rfc8785
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ledger._internal.tensorfile import read_tensors, write_tensors
+from ledger._internal.vectors.tensorfile import read_tensors, write_tensors
 from ledger.fixedpoint import set_digest
 from ledger.log import leaf_hash, root_from_leaf_hashes
 from tests.helpers import sql

@@ -1,0 +1,1 @@
+"""Signatures: keys, DSSE envelopes, unlearning certificates."""

@@ -1,0 +1,1 @@
+"""Task data: records, their data hash, and the real data shipped."""

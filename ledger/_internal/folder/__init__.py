@@ -1,0 +1,1 @@
+"""The ledger folder: layout, safe file access, the DuckDB store, journal, checks."""

@@ -1,0 +1,1 @@
+"""The base model θ0: building one, and loading it as every fine-tune sees it."""

@@ -1,0 +1,1 @@
+"""The operations the CLI and the public API run: init, add, unlearn, rotate, serve, read."""

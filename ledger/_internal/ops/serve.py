@@ -1,0 +1,155 @@
+"""The served model for a task: θ0 + dequant(Q ⊙ m_c) / |T| (FORMAT.md §3, "Serving").
+
+Built from Q and the task's mask alone, never from other tasks' vectors, so it
+is the same whether or not the ledger retains vectors.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ledger import defaults
+from ledger._internal.errors import LedgerError
+from ledger._internal.folder.ledgerdir import Ledger
+from ledger._internal.log.treehead import head_fields
+from ledger._internal.model.loading import load_model
+from ledger._internal.vectors.codec import Float32Array, served_delta
+from ledger._internal.vectors.tensorfile import refuse_nonempty
+from ledger._internal.vectors.vector import unpack_mask
+
+SERVING_RULE = "θ0 + dequant(Q ⊙ m_task) / |T| (FORMAT.md §3; unmasked: θ0 + dequant(Q) / |T|)"
+UNKNOWN_TASK = "unmasked: unknown task"  # never in this ledger: a typo, or a forged id
+
+
+def served_deltas(ledger: Ledger, task_id: str) -> tuple[dict[str, Float32Array], str]:
+    """Per-tensor float32 deltas and how they were served: "masked", "unmasked" (an
+    unlearned task), "base" (nothing active) or UNKNOWN_TASK."""
+    active, task = ledger.store.active_ids(), ledger.store.task(task_id)
+    if not active:
+        return {}, "base" if task is not None else UNKNOWN_TASK
+    merged = ledger.read_state()
+    masks = None
+    if task is not None and task.status == "active" and task.mask_digest is not None:
+        masks = ledger.read_mask(task_id, task.mask_digest)
+    how = UNKNOWN_TASK if task is None else "masked" if masks is not None else "unmasked"
+    deltas = {}
+    for name, q in merged.items():
+        mask = None if masks is None else unpack_mask(masks[name].astype(np.uint8), q.shape)
+        deltas[name] = served_delta(q, mask, ledger.config.scale_bits, len(active))
+    return deltas, how
+
+
+def served_model(ledger: Ledger, task_id: str) -> tuple[Any, Any, str]:
+    ledger.check_base()
+    model, tokenizer = load_model(ledger.base_dir)
+    deltas, how = served_deltas(ledger, task_id)
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, delta in deltas.items():
+            params[name].add_(torch.from_numpy(delta))
+    return model, tokenizer, how
+
+
+def probabilities(
+    model: Any, tokenizer: Any, texts: Sequence[str], max_length: int = defaults.MAX_LENGTH
+) -> torch.Tensor:
+    """Class probabilities, batched; truncate inputs as the task was trained."""
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(texts), 64):
+            batch = tokenizer(
+                list(texts[start : start + 64]),
+                padding=True,
+                truncation=True,
+                max_length=max_length,
+                return_tensors="pt",
+            )
+            out.append(torch.softmax(model(**batch).logits, dim=-1))
+    return torch.cat(out) if out else torch.empty(0, model.config.num_labels)
+
+
+def predict(ledger: Ledger, task_id: str, text: str) -> dict[str, Any]:
+    model, tokenizer, how = served_model(ledger, task_id)
+    task = ledger.store.task(task_id)
+    length = ledger.store.event(task.add_seq)["spec"]["max_length"] if task else defaults.MAX_LENGTH
+    probs = probabilities(model, tokenizer, [text], length)[0]
+    label = int(torch.argmax(probs))
+    return {
+        "task": task_id,
+        "label": label,
+        "label_name": model.config.id2label[label],
+        "probabilities": [round(float(p), 6) for p in probs],
+        "served": how,
+    }
+
+
+def export(ledger: Ledger, task_id: str, out: Path) -> str:
+    """Into a new or empty folder outside the ledger: files there would break its layout."""
+    if out.is_symlink():
+        raise LedgerError(f"{out} is a symbolic link; export into a real folder")
+    target = out.parent.resolve() / out.name
+    if target.is_relative_to(ledger.root) or ledger.root.is_relative_to(target):
+        raise LedgerError(f"{out} is inside the ledger folder {ledger.root}; export elsewhere")
+    refuse_nonempty(out)
+    model, tokenizer, how = served_model(ledger, task_id)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    (out / "README.md").write_text(model_card(ledger, task_id, how), encoding="utf-8")
+    return how
+
+
+def model_card(ledger: Ledger, task_id: str, how: str) -> str:
+    """A Hugging Face model card whose front matter says which ledger state this model is:
+    whoever receives the folder can check it against that head and those certificates."""
+    store = ledger.store
+    size = store.size()
+    task = store.task(task_id)
+    unlearned = [
+        {
+            "task": t.task_id,
+            "event": t.unlearn_seq,
+            "certificate": f"certificates/{t.unlearn_seq}.dsse.json",
+        }
+        for t in store.tasks()
+        if t.status == "unlearned"
+    ]
+    ledger_fields = {
+        "log_id": ledger.config.log_id,
+        "tree_size": size,
+        "root": head_fields(store.head(size))["root"],
+        "task": task_id,
+        "vector_digest": task.vector_digest if task is not None else None,
+        "served": how,
+        "serving_rule": SERVING_RULE,
+        "active_tasks": store.active_ids(),
+        "unlearned": unlearned,
+    }
+    front = {
+        "library_name": "transformers",
+        "pipeline_tag": "text-classification",
+        "tags": ["unlearning-ledger", "sift-masks"],
+        "base_model_digest": ledger.config.base_digest,
+        "ledger": ledger_fields,
+    }
+    # JSON values are YAML: the front matter needs no YAML writer and cannot be mis-quoted.
+    lines = [f"{key}: {json.dumps(value, ensure_ascii=False)}" for key, value in front.items()]
+    return "\n".join(
+        [
+            "---",
+            *lines,
+            "---",
+            "",
+            f"# The served model for task `{task_id}` ({how})",
+            "",
+            f"Exported from the unlearning ledger `{ledger.config.log_id}` at its signed head "
+            f"of size {size}. The weights are {SERVING_RULE}. The tasks listed under "
+            "`unlearned` were removed exactly; each certificate proves it (`verifier check`).",
+            "",
+        ]
+    )

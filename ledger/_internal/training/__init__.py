@@ -1,0 +1,1 @@
+"""The deterministic fine-tune: its spec, loop, sign vector, determinism record, probe."""

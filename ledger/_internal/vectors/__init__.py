@@ -1,0 +1,1 @@
+"""Task vectors and the merged state: fixed point, digests, tensor files."""
