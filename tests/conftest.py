@@ -26,22 +26,19 @@ _WORDS = {
 }
 
 
-@pytest.fixture(scope="session")
-def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from ledger import build_tiny
-
-    out = tmp_path_factory.mktemp("base") / "tiny"
-    build_tiny(out, seed=0)
-    return out
+# The users' testing kit provides the tiny base and the operator key (ledger_base,
+# ledger_key); these tests know them by shorter names.
+pytest_plugins = ("ledger.testing",)
 
 
 @pytest.fixture(scope="session")
-def key(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from ledger import generate_key
+def tiny_base(ledger_base: Path) -> Path:
+    return ledger_base
 
-    path = tmp_path_factory.mktemp("keys") / "ledger.key"
-    generate_key(path)
-    return path
+
+@pytest.fixture(scope="session")
+def key(ledger_key: Path) -> Path:
+    return ledger_key
 
 
 def _task_records(task: str, n: int) -> list[dict[str, object]]:

@@ -15,8 +15,8 @@ import verifier
 from ledger.data import Record
 from ledger.testing import LedgerFactory, Tampering, histories, records, tamperings
 
-# The kit's fixtures (ledger_base, ledger_key, ledger_factory), as a user's conftest.py loads them.
-pytest_plugins = ("ledger.testing",)
+# The kit's fixtures (ledger_base, ledger_key, ledger_factory): a user's conftest.py loads them
+# with `pytest_plugins = ("ledger.testing",)`, as tests/conftest.py does here.
 
 _slow = settings(max_examples=2, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
