@@ -110,13 +110,14 @@ def model_card(ledger: Ledger, task_id: str, how: str) -> str:
     store = ledger.store
     size = store.size()
     task = store.task(task_id)
+    tasks = store.tasks()
     unlearned = [
         {
             "task": t.task_id,
             "event": t.unlearn_seq,
             "certificate": f"certificates/{t.unlearn_seq}.dsse.json",
         }
-        for t in store.tasks()
+        for t in tasks
         if t.status == "unlearned"
     ]
     ledger_fields = {
@@ -127,7 +128,7 @@ def model_card(ledger: Ledger, task_id: str, how: str) -> str:
         "vector_digest": task.vector_digest if task is not None else None,
         "served": how,
         "serving_rule": SERVING_RULE,
-        "active_tasks": store.active_ids(),
+        "active_tasks": sorted(t.task_id for t in tasks if t.status == "active"),
         "unlearned": unlearned,
     }
     front = {
