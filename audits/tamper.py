@@ -396,11 +396,12 @@ def _histories_before_unlearn(root: Path, led: Path) -> None:
 
 def _histories_after(root: Path, led: Path) -> None:
     """The deleted task brought back: into the state file alone, and announced as a new id."""
-    from safetensors.numpy import load_file
+    from ledger import open_ledger
 
     histories = root / "histories"
     merged = Path(shutil.copytree(led, histories / "vector-merged-back"))
-    deleted = load_file(histories / "before-unlearn" / "vectors" / "c.safetensors")
+    with open_ledger(histories / "before-unlearn") as before:  # its int64 q, not as stored
+        deleted = before.read_vector("c")
     state = bytearray((merged / "state.safetensors").read_bytes())
     (length,) = struct.unpack("<Q", state[:8])
     for name, entry in json.loads(state[8 : 8 + length]).items():  # the header kept as it is

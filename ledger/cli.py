@@ -352,6 +352,133 @@ def add(
         )
 
 
+@cli.command("add-many")
+@click.argument("directory", type=_PATH)
+@click.option(
+    "--tasks",
+    "manifest",
+    required=True,
+    type=_PATH,
+    help="The manifest: JSONL (or a JSON array), one {task, data, ...} per task.",
+)
+@click.option(
+    "--workers",
+    default=None,
+    type=click.IntRange(1),
+    help="Tasks training at once (default: CPU count // the ledger's --threads, at least 1).",
+)
+@click.option(
+    "--executor",
+    default="local",
+    show_default=True,
+    type=click.Choice(["local", "ray"]),
+    help="local: spawned worker processes; ray: Ray tasks (pip install '.[ray]').",
+)
+@click.option(
+    "--ray-address",
+    default=None,
+    help="An existing Ray cluster (ray.init(address=...)); default: a local Ray.",
+)
+@click.option(
+    "--method",
+    default="sift",
+    show_default=True,
+    type=click.Choice(["sift", "ft"]),
+    help="For entries that do not say.",
+)
+@click.option(
+    "--steps",
+    default=defaults.STEPS,
+    show_default=True,
+    type=click.IntRange(1),
+    help="For entries that do not say.",
+)
+@click.option(
+    "--lr",
+    default=defaults.LR,
+    show_default=True,
+    type=click.FloatRange(0, 100, min_open=True),
+    help="For entries that do not say.",
+)
+@click.option(
+    "--batch-size",
+    default=defaults.BATCH_SIZE,
+    show_default=True,
+    type=click.IntRange(1),
+    help="For entries that do not say.",
+)
+@click.option(
+    "--max-length",
+    default=defaults.MAX_LENGTH,
+    show_default=True,
+    type=click.IntRange(2),
+    help="For entries that do not say.",
+)
+@click.option("--key", default=None, type=_PATH, help="The signing key (default: the current one).")
+@_wait
+@click.option(
+    "--readd-deleted",
+    is_flag=True,
+    help="For entries that do not say: add data or a vector an unlearn deleted.",
+)
+def add_many(
+    directory: Path,
+    manifest: Path,
+    workers: int | None,
+    executor: str,
+    ray_address: str | None,
+    method: str,
+    steps: int,
+    lr: float,
+    batch_size: int,
+    max_length: int,
+    key: Path | None,
+    wait: float,
+    readd_deleted: bool,
+) -> None:
+    """Many adds: train in parallel workers, commit in this process in manifest order.
+
+    The whole manifest is checked first (a bad entry changes nothing); a task that
+    fails is reported and the others still land (exit 1)."""
+    from ledger._internal.ops import many
+
+    if ray_address is not None and executor != "ray":
+        raise click.UsageError("--ray-address needs --executor ray")
+    start = many.ray_executor(ray_address) if executor == "ray" else many.local_executor
+    settings = many.Settings(method, steps, lr, batch_size, max_length, readd_deleted)
+
+    def report(result: many.TaskResult) -> None:
+        if result.status == "failed":
+            click.echo(f"failed: {result.task_id}: {result.error}", err=True)
+            return
+        click.echo(f"{result.status} {result.task_id}: {result.digest} (event {result.seq})")
+        if result.texts_cut:
+            click.echo(
+                f"note: {result.task_id}: {result.texts_cut} of {result.n_records} texts were "
+                "longer than its max length and were cut to it",
+                err=True,
+            )
+
+    with _progress("fine-tuning the batch") as progress:
+        results = many.add_many(
+            directory,
+            manifest,
+            executor=start,
+            settings=settings,
+            workers=workers,
+            key_path=key,
+            wait=wait,
+            progress=progress,
+            report=report,
+        )
+    failed = [r.task_id for r in results if r.status == "failed"]
+    if failed:
+        raise LedgerError(
+            f"{len(failed)} of {len(results)} tasks failed ({', '.join(failed)}); the others "
+            "landed: fix them and rerun the manifest (tasks already added are skipped)"
+        )
+
+
 @cli.command()
 @click.argument("directory", type=_PATH)
 @click.option("--task", "task_id", required=True, help="The task to unlearn.")

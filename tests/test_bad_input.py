@@ -347,13 +347,13 @@ def test_a_disk_that_fills_part_way_changes_nothing(
     before = tree_digest(led)
     real, calls = tensorfile.write_tensors, []
 
-    def filling(path: Path, tensors: object) -> None:
+    def filling(path: Path, tensors: object, metadata: object = None) -> None:
         calls.append(path)
         if len(calls) == 2:
             with open(path, "wb") as handle:  # part of a file, then the disk is full
                 handle.write(b"\0" * 100)
             raise OSError(errno.ENOSPC, "No space left on device", str(path))
-        real(path, tensors)  # type: ignore[arg-type]
+        real(path, tensors, metadata)  # type: ignore[arg-type]
 
     import ledger._internal.ops.add as add_module
 

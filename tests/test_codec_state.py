@@ -138,3 +138,22 @@ def test_overflow_in_a_late_block_of_a_large_tensor_is_found() -> None:
     total = checked_add(a, b, "big")
     assert total.shape == a.shape and int(total.sum()) == a.size
     assert np.array_equal(checked_sub(total, b, "big"), a)
+
+
+_any_int64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(_any_int64, _any_int64), min_size=1, max_size=40), st.booleans())
+def test_checked_arithmetic_matches_python_ints(pairs: list[tuple[int, int]], sub: bool) -> None:
+    """Blocks whose extremes allow overflow take the exact sign-bit path: every int64 pair,
+    near the limits or not, either gives Python's exact result or is refused."""
+    a = np.array([p[0] for p in pairs], dtype=np.int64)
+    b = np.array([p[1] for p in pairs], dtype=np.int64)
+    exact = [x - y if sub else x + y for x, y in pairs]
+    if all(-(2**63) <= v < 2**63 for v in exact):
+        got = (checked_sub if sub else checked_add)(a, b, "t")
+        assert got.tolist() == exact
+    else:
+        with pytest.raises(LedgerError, match="overflow"):
+            (checked_sub if sub else checked_add)(a, b, "t")

@@ -228,6 +228,10 @@ def test_every_certificate_field_change_fails(clean: dict[str, Path], key: Path)
     assert missed == [], f"{len(missed)} changes went unnoticed: {missed[:5]}"
 
 
+def without_metadata(header: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in header.items() if k != "__metadata__"}
+
+
 def _tensor_cases(blob: bytes) -> dict[str, bytes]:
     """One change per header field of each tensor entry (rewritten as a tight header, so only
     the meaning changes), a flipped byte at each end of each tensor's data, the length prefix,
@@ -241,9 +245,20 @@ def _tensor_cases(blob: bytes) -> dict[str, bytes]:
         return struct.pack("<Q", len(raw)) + raw + data
 
     assert tight(header) == blob, "the ledger's file is tight to begin with"
-    same_size = {"I64": "F64", "U8": "I8", "F32": "I32"}
+    same_size = {"I64": "F64", "U8": "I8", "F32": "I32", "I32": "U32", "I16": "U16", "I8": "U8"}
     cases = {}
-    for name, entry in header.items():
+    if "__metadata__" in header:  # a vector's encoding (FORMAT.md §3): changed, dropped, joined
+        meta = header["__metadata__"]
+        other = {
+            k: v.replace("nonzero", "dense") if "nonzero" in v else v.replace("dense", "nonzero")
+            for k, v in meta.items()
+        }
+        without = without_metadata(header)
+        cases["__metadata__ the other encoding"] = tight({**header, "__metadata__": other})
+        cases["__metadata__ removed"] = tight(without)
+        cases["__metadata__ a key more"] = tight({**header, "__metadata__": {**meta, "k": "1"}})
+        cases["__metadata__ last"] = tight({**without, "__metadata__": meta})
+    for name, entry in without_metadata(header).items():
         fields: list[tuple[str, Any]] = [("dtype", same_size[entry["dtype"]])]
         fields += [
             (f"shape[{i}]", [*entry["shape"][:i], d + 1, *entry["shape"][i + 1 :]])

@@ -108,6 +108,7 @@ def test_check_fails_once_the_deletion_no_longer_holds(
     ledger_cli: Callable[..., Result],
 ) -> None:
     """The data subject runs `check`: it must see the folder as it is now, not as certified."""
+    from ledger import open_ledger
     from ledger._internal.vectors.tensorfile import read_tensors, write_tensors
     from verifier.checks import run_check
 
@@ -118,7 +119,8 @@ def test_check_fails_once_the_deletion_no_longer_holds(
             ledger_cli("add", led, "--task", task, "--data", task_data[task], "--steps", "2").code
             == 0
         )
-    kept = read_tensors(led / "vectors" / "a.safetensors")
+    with open_ledger(led) as opened:
+        kept = opened.read_vector("a")
     done = ledger_cli(
         "unlearn", led, "--task", "a", "--data", task_data["a"], "--certificate", cert
     )

@@ -24,7 +24,7 @@ import rfc8785
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ledger._internal.vectors.tensorfile import read_tensors, write_tensors
+from ledger._internal.vectors.tensorfile import read_checked, read_tensors, write_tensors
 from ledger.fixedpoint import set_digest
 from ledger.log import leaf_hash, root_from_leaf_hashes
 from tests.helpers import sql
@@ -156,6 +156,7 @@ def _rewrite(
     key: Ed25519PrivateKey,
     events: list[Event],
     head_times: dict[int, str] | None = None,
+    head_roots: dict[int, bytes] | None = None,
 ) -> dict[int, tuple[str, str]]:
     """Store `events` as the signed log: payloads, every head, config, tasks, certificates."""
     leaves = [leaf_hash(rfc8785.dumps(e)) for e in events]
@@ -163,7 +164,7 @@ def _rewrite(
     for n in range(1, len(events) + 1):
         fields: dict[str, Any] = {
             "log_id": log_id,
-            "root": root_from_leaf_hashes(leaves[:n]).hex(),
+            "root": (head_roots or {}).get(n, root_from_leaf_hashes(leaves[:n])).hex(),
             "size": n,
             "time": (head_times or {}).get(n, events[n - 1]["time"]),
             "type": "ulg/tree-head/v1",
@@ -246,7 +247,9 @@ def _raw_tensors(
     offset, blobs = len(prefix), []
     for name in sorted(arrays):
         data = np.ascontiguousarray(arrays[name]).tobytes()
-        dtype = {"int64": "I64", "uint8": "U8"}[str(arrays[name].dtype)]
+        dtype = {"int64": "I64", "int32": "I32", "int16": "I16", "int8": "I8", "uint8": "U8"}[
+            str(arrays[name].dtype)
+        ]
         header[name] = {
             "dtype": dtype,
             "shape": list(arrays[name].shape),
@@ -257,6 +260,12 @@ def _raw_tensors(
     raw = json.dumps(header, separators=(",", ":")).encode()
     raw += b" " * (-len(raw) % 8)
     path.write_bytes(struct.pack("<Q", len(raw)) + raw + prefix + b"".join(blobs) + suffix)
+
+
+def _rewritten(path: Path, **room: bytes) -> None:
+    """The file's own tensors and metadata (a vector's encoding) written again, with room."""
+    metadata, arrays = read_checked(path, lambda *_: None)
+    _raw_tensors(path, arrays, metadata=metadata or None, **room)
 
 
 def _hide(made: dict[str, Path]) -> bytes:
@@ -317,11 +326,7 @@ HIDING: dict[str, tuple[Callable[[dict[str, Path], Path], object], str]] = {
         "masks",
     ),
     "gap-before-vector-data": (
-        lambda m, led: _raw_tensors(
-            led / "vectors/c.safetensors",
-            read_tensors(led / "vectors/c.safetensors"),
-            prefix=_hide(m),
-        ),
+        lambda m, led: _rewritten(led / "vectors/c.safetensors", prefix=_hide(m)),
         "vectors",
     ),
     "extra-table": (
@@ -552,6 +557,32 @@ def test_head_dated_before_its_last_event(
     _rewrite(led, signer, _events(led), head_times={5: "1970-01-01T00:00:00Z"})
     assert "tree-heads" in _audit(made, led)
     assert "tree-heads" in _check(made, led, 4)
+
+
+@pytest.mark.parametrize(
+    ("size", "cert_fails"),
+    [(4, {"consistency"}), (5, {"inclusion", "consistency"}), (6, {"consistency"})],
+    ids=["tree-head-before-of-a-fork", "tree-head-after-of-a-fork", "latest-head-of-a-fork"],
+)
+def test_head_signed_over_another_history(
+    made: dict[str, Path],
+    tmp_path: Path,
+    signer: Ed25519PrivateKey,
+    size: int,
+    cert_fails: set[str],
+) -> None:
+    """The key holder signs head 4, 5 or 6 (unlearn a's tree_head_before, _after, the latest)
+    over the root of a fork whose last event says something else: each head is checked as a
+    prefix of these leaves, so the head, the head pairs it is in, and the certificate's steps
+    fail."""
+    led = _copy(made, tmp_path)
+    events = _events(led)
+    fork = [*events[: size - 1], {**events[size - 1], "time": LATER}]
+    root = root_from_leaf_hashes([leaf_hash(rfc8785.dumps(e)) for e in fork])
+    _rewrite(led, signer, events, head_roots={size: root})
+    failed = _audit(made, led)
+    assert {"tree-heads", "consistency"} <= failed
+    assert {f"certificate[4]/{step}" for step in cert_fails} <= failed
 
 
 # --- 9. no unknown fields, and ranges (FORMAT.md §6, §10) ---------------------------------------

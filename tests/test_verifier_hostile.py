@@ -330,13 +330,15 @@ def _rewrite_header(path: Path, change: Callable[[dict[str, Any]], None]) -> Non
 def _claim_huge(header: dict[str, Any]) -> None:
     name = next(k for k in sorted(header) if k != "__metadata__" and "embeddings." not in k)
     entry = header[name]
-    numel = 2**33  # 32 GiB of F32, 64 GiB of I64
+    numel = 2**33  # 32 GiB of F32 or I32, 64 GiB of I64
     lo = entry["data_offsets"][0]
-    size = numel * (4 if entry["dtype"] == "F32" else 8)
+    size = numel * {"F32": 4, "I32": 4, "I16": 2, "I8": 1}.get(entry["dtype"], 8)
     header[name] = {**entry, "shape": [numel], "data_offsets": [lo, lo + size]}
 
 
-@pytest.mark.parametrize("target", ["base/model.safetensors", "state.safetensors"])
+@pytest.mark.parametrize(
+    "target", ["base/model.safetensors", "state.safetensors", "vectors/a.safetensors"]
+)
 def test_header_claiming_huge_tensors_is_refused_within_bounds(
     genuine: dict[str, Path], led: Path, baseline: Audit, tmp_path: Path, target: str
 ) -> None:

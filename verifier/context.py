@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from verifier.dsse import FormatError, b64decode, fields, parse_jcs, parse_json, verify_sig
 from verifier.keychain import ROTATION, Chain, build_chain
 from verifier.ledger_reader import LedgerDB
-from verifier.merkle import MerkleTree
+from verifier.merkle import leaf_hash, prefix_roots
 from verifier.tensors import (
     I64Array,
     Tensor,
@@ -34,6 +34,7 @@ from verifier.tensors import (
     set_digest,
     sign_bits,
 )
+from verifier.vectors import StoredVector, read_vector
 
 DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
 HEX_RE = re.compile(r"[0-9a-f]{64}")
@@ -344,8 +345,9 @@ class Context:
     def __init__(self, ledger_dir: Path, key: Ed25519PublicKey, db: LedgerDB) -> None:
         self.dir, self.key, self.db = ledger_dir, key, db
         self.raw = [(e.payload or "").encode("utf-8") for e in db.events]
-        self.tree = MerkleTree.from_data(self.raw)
-        self.log_id = self.tree.leaves[0].hex() if self.raw else ""
+        self.leaves = [leaf_hash(r) for r in self.raw]
+        self.roots = prefix_roots(self.leaves)  # roots[n - 1] = MTH of the first n events
+        self.log_id = self.leaves[0].hex() if self.raw else ""
         self.events = [self._lenient(r) for r in self.raw]
         self.init = self.events[0] if self.events else {}
         self.sum_digests: dict[frozenset[str], str] = {}
@@ -425,7 +427,7 @@ class Context:
         return self._signs[name]
 
     def vector_problem(self, tid: str) -> str | None:
-        """None when vectors/<tid> exists with the trainable layout and the digest signed at add."""
+        """None when vectors/<tid> exists, decodes (FORMAT.md §3) and has its add's digest."""
         if tid not in self._vector_problem:
             info, rel = self.replay.tasks.get(tid), f"vectors/{tid}.safetensors"
             problem: str | None = None
@@ -435,7 +437,7 @@ class Context:
                 problem = NOT_RETAINED
             else:
                 try:
-                    if set_digest(self._read(rel, "I64")) != info.vector_digest:
+                    if self._stored(tid).digest() != info.vector_digest:
                         problem = f"{rel} does not match the digest recorded at add"
                 except (Fail, FormatError) as exc:
                     problem = str(exc)
@@ -470,14 +472,31 @@ class Context:
 
         return self._once("state", make)
 
-    def vector(self, tid: str) -> dict[str, I64Array]:
-        tensors = self._read(f"vectors/{tid}.safetensors", "I64")
-        return {n: tensors[n].array() for n in self.trainable}
+    def _stored(self, tid: str) -> StoredVector:
+        """vectors/<tid> with its header checked, its tensors still on disk. A sift vector in
+        the compact encoding lies at its mask's positions, so it needs that mask, valid."""
+        rel, info = f"vectors/{tid}.safetensors", self.replay.tasks[tid]
+
+        def mask() -> dict[str, npt.NDArray[np.uint8]]:
+            try:
+                return self.masks(tid)
+            except Fail as exc:
+                raise Fail(f"{rel} lies at its mask's positions, but {exc}") from None
+
+        return self._once(
+            rel, lambda: read_vector(self.dir / rel, self.trainable, info.method, mask)
+        )
+
+    def vector(self, tid: str) -> Mapping[str, I64Array]:
+        """The int64 tensors of a usable vector (vector_problem None), decoded one at a time."""
+        return self._stored(tid)
 
     def add_into(self, q: dict[str, I64Array], tids: Iterable[str]) -> dict[str, I64Array]:
+        """In place, tensor by tensor: the peak is q and one decoded tensor, not two models."""
         for tid in sorted(tids):
             v = self.vector(tid)
-            q = {n: checked_add(q[n], v[n], f"{n} (adding task {tid})") for n in q}
+            for n in q:
+                q[n] = checked_add(q[n], v[n], f"{n} (adding task {tid})")
         return q
 
     def zeros(self) -> dict[str, I64Array]:
@@ -494,7 +513,11 @@ class Context:
 
     @property
     def chain(self) -> Chain:
-        return self._once("chain", lambda: build_chain(self.events, self.tree, self.log_id))
+        return self._once("chain", lambda: build_chain(self.events, self.roots, self.log_id))
+
+    def in_log(self, size: int, root: bytes) -> bool:
+        """A head of ``size`` with ``root`` is a prefix of this log (FORMAT.md §4)."""
+        return 1 <= size <= len(self.roots) and self.roots[size - 1] == root
 
     def head_key(self, size: int) -> Ed25519PublicKey:
         """The key the chain says signs the head of ``size`` (FORMAT.md §8)."""

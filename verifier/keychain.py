@@ -17,7 +17,6 @@ import rfc8785
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from verifier.dsse import FormatError, b64decode, fields, raw_hex, verify_sig
-from verifier.merkle import MerkleTree
 
 ROTATION = "key_rotation"
 ROTATION_FIELDS = ("kind", "seq", "time", "old_public_key", "new_public_key", "new_key_signature")
@@ -55,25 +54,25 @@ def _short_id(key_hex: str) -> str:
     return hashlib.sha256(bytes.fromhex(key_hex)).hexdigest()[:16]
 
 
-def rotation_message(log_id: str, old: str, new: str, tree: MerkleTree, size: int) -> bytes:
+def rotation_message(log_id: str, old: str, new: str, roots: list[bytes], size: int) -> bytes:
     return rfc8785.dumps(
         {
             "log_id": log_id,
             "new_public_key": new,
             "old_public_key": old,
-            "root": tree.mth(0, size).hex(),
+            "root": roots[size - 1].hex(),
             "size": size,
             "type": ROTATION_TYPE,
         }
     )
 
 
-def build_chain(events: list[dict[str, Any]], tree: MerkleTree, log_id: str) -> Chain:
+def build_chain(events: list[dict[str, Any]], roots: list[bytes], log_id: str) -> Chain:
     """Every rotation continues the chain with a key never used before, signed by that key."""
     if not events:
         raise FormatError("the ledger has no events")
     keys = [(1, _key_hex(events[0], "public_key", "init event"))]
-    for seq, ev in enumerate(events):
+    for seq, ev in enumerate(events[1:], start=1):  # event 0 is the init, never a rotation
         if ev.get("kind") != ROTATION:
             continue
         what = f"event {seq} (key rotation)"
@@ -90,7 +89,7 @@ def build_chain(events: list[dict[str, Any]], tree: MerkleTree, log_id: str) -> 
         except ValueError:
             raise FormatError(f"{what}: new_public_key is not an Ed25519 key") from None
         sig = b64decode(ev["new_key_signature"], f"{what} new_key_signature")
-        message = rotation_message(log_id, old, new, tree, seq)
+        message = rotation_message(log_id, old, new, roots, seq)
         if len(sig) != 64 or not verify_sig(new_key, sig, message):
             raise FormatError(f"{what}: the new key's signature over the history before it fails")
         keys.append((seq + 2, new))

@@ -1,8 +1,11 @@
-"""RFC 9162 §2.1 Merkle tree: hashes, proof generation and proof verification.
+"""RFC 9162 §2.1 Merkle tree: hashes, every prefix's root, and proof checking.
 
-A deliberate second implementation (the ledger has its own): proofs are
-generated here from the ledger's leaves with the recursive definitions and then
-checked with the RFC's iterative algorithms, so the two halves test each other.
+A deliberate second implementation (the ledger has its own). The verifier holds
+every leaf of the folder it audits, so it never needs a proof for that folder:
+a head (n, r) is in the log iff MTH(D[0:n]) = r, and two heads are consistent
+iff both roots are prefix roots of the same leaves, which is what a consistency
+proof would show, with nothing left to trust. The RFC's checking algorithms are
+here for the proofs `ledger proof` hands to someone who holds no folder.
 """
 
 from __future__ import annotations
@@ -21,71 +24,6 @@ def leaf_hash(data: bytes) -> bytes:
 
 def node_hash(left: bytes, right: bytes) -> bytes:
     return sha256(b"\x01" + left + right)
-
-
-def _split(n: int) -> int:
-    """The largest power of two strictly below n (n >= 2)."""
-    return 1 << ((n - 1).bit_length() - 1)
-
-
-class MerkleTree:
-    """Leaf hashes plus a memo of subtree hashes, so PATH/PROOF for many sizes stay cheap."""
-
-    def __init__(self, leaf_hashes: Sequence[bytes]) -> None:
-        self.leaves = list(leaf_hashes)
-        self._memo: dict[tuple[int, int], bytes] = {}
-
-    @classmethod
-    def from_data(cls, items: Sequence[bytes]) -> MerkleTree:
-        return cls([leaf_hash(d) for d in items])
-
-    def mth(self, lo: int = 0, hi: int | None = None) -> bytes:
-        """MTH(D[lo:hi]) by the recursive definition."""
-        hi = len(self.leaves) if hi is None else hi
-        if not 0 <= lo <= hi <= len(self.leaves):
-            raise ValueError(f"range [{lo}, {hi}) outside a tree of {len(self.leaves)} leaves")
-        n = hi - lo
-        if n == 0:
-            return sha256(b"")
-        if n == 1:
-            return self.leaves[lo]
-        key = (lo, hi)
-        if key not in self._memo:
-            k = _split(n)
-            self._memo[key] = node_hash(self.mth(lo, lo + k), self.mth(lo + k, hi))
-        return self._memo[key]
-
-    def inclusion_path(self, index: int, size: int) -> list[bytes]:
-        """PATH(index, D[0:size]) of RFC 9162 §2.1.3.1."""
-        if not 0 <= index < size <= len(self.leaves):
-            raise ValueError(f"no leaf {index} in a tree of size {size}")
-        return self._path(index, 0, size)
-
-    def _path(self, m: int, lo: int, hi: int) -> list[bytes]:
-        n = hi - lo
-        if n == 1:
-            return []
-        k = _split(n)
-        if m < k:
-            return [*self._path(m, lo, lo + k), self.mth(lo + k, hi)]
-        return [*self._path(m - k, lo + k, hi), self.mth(lo, lo + k)]
-
-    def consistency_proof(self, first: int, second: int) -> list[bytes]:
-        """PROOF(first, D[0:second]) of RFC 9162 §2.1.4.1 (empty when first is 0 or second)."""
-        if not 0 <= first <= second <= len(self.leaves):
-            raise ValueError(f"no consistency proof from size {first} to {second}")
-        if first in (0, second):
-            return []
-        return self._subproof(first, 0, second, True)
-
-    def _subproof(self, m: int, lo: int, hi: int, b: bool) -> list[bytes]:
-        n = hi - lo
-        if m == n:
-            return [] if b else [self.mth(lo, hi)]
-        k = _split(n)
-        if m <= k:
-            return [*self._subproof(m, lo, lo + k, b), self.mth(lo + k, hi)]
-        return [*self._subproof(m - k, lo + k, hi, False), self.mth(lo, lo + k)]
 
 
 def prefix_roots(leaf_hashes: Sequence[bytes]) -> list[bytes]:

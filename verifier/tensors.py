@@ -8,13 +8,12 @@ raw little-endian bytes, so digests never depend on numpy's view of them.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import math
 import mmap
 import os
 import struct
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +45,9 @@ ITEMSIZE = {
     "F64": 8,
 }
 NUMPY: dict[str, np.dtype[Any]] = {
+    "I8": np.dtype("i1"),
+    "I16": np.dtype("<i2"),
+    "I32": np.dtype("<i4"),
     "I64": np.dtype("<i8"),
     "F32": np.dtype("<f4"),
     "U8": np.dtype("u1"),
@@ -71,6 +73,44 @@ class Tensor:
         return arr.reshape(self.shape)
 
 
+@dataclass(frozen=True)
+class Slot:
+    """What one tensor of a ledger file may be: one of `dtypes`, of `shape`; or, with no
+    shape, one dimension of at most `most` entries (a sift vector's non-zero entries)."""
+
+    dtypes: tuple[str, ...]
+    shape: tuple[int, ...] | None
+    most: int = 0
+
+    def admits(self, dtype: str, shape: tuple[int, ...]) -> bool:
+        if dtype not in self.dtypes:
+            return False
+        if self.shape is not None:
+            return shape == self.shape
+        return len(shape) == 1 and shape[0] <= self.most
+
+    def describe(self) -> str:
+        dims = list(self.shape) if self.shape is not None else f"[n ≤ {self.most}]"
+        return f"{' or '.join(self.dtypes)} {dims}"
+
+
+@dataclass(frozen=True)
+class Tight:
+    """A tight file's layout (FORMAT.md §2): the encoding its `__metadata__` declares (None:
+    no `__metadata__`, or `{}`) and what each trainable tensor may be."""
+
+    encoding: str | None
+    slots: Mapping[str, Slot]
+
+    @classmethod
+    def exact(cls, layout: Layout) -> Tight:
+        return cls(None, {k: Slot((d,), s) for k, (d, s) in layout.items()})
+
+    def declared_by(self, header: dict[str, Any]) -> bool:
+        meta = header.get("__metadata__", {})
+        return bool(meta == ({} if self.encoding is None else {"encoding": self.encoding}))
+
+
 def read_safetensors(path: Path, layout: Layout | None = None) -> dict[str, Tensor]:
     """Check the header and the file's size, then map the data; no tensor byte is read here.
 
@@ -83,12 +123,26 @@ def read_safetensors(path: Path, layout: Layout | None = None) -> dict[str, Tens
     the header is bounded and the size checked before any data is touched, so a forged
     header or a sparse file costs neither memory nor time.
     """
+    if layout is not None:
+        return read_tight(path, [Tight.exact(layout)])[1]
+    return _read(path, None)[1]
+
+
+def read_tight(path: Path, choices: Sequence[Tight]) -> tuple[Tight, dict[str, Tensor]]:
+    """A ledger file in one of the layouts `choices` allows, picked by the encoding its
+    header declares (a vector file: compact or legacy, FORMAT.md §3), and that layout."""
+    chosen, tensors = _read(path, choices)
+    assert chosen is not None  # _read picks one of the choices or raises
+    return chosen, tensors
+
+
+def _read(path: Path, choices: Sequence[Tight] | None) -> tuple[Tight | None, dict[str, Tensor]]:
     name = shown(path)
     with open_regular(path) as (fd, size):
         if size < 8:
             raise FormatError(f"{name}: truncated")
         (n,) = struct.unpack("<Q", os.pread(fd, 8, 0))
-        cap = HEADER_CAP if layout is None else _header_bound(layout)
+        cap = HEADER_CAP if choices is None else max(_header_bound(c) for c in choices)
         if n > min(cap, size - 8):
             raise FormatError(f"{name}: header length {n} exceeds the file or {cap} bytes")
         raw = os.pread(fd, n, 8)
@@ -96,17 +150,32 @@ def read_safetensors(path: Path, layout: Layout | None = None) -> dict[str, Tens
         if not isinstance(header, dict):
             raise FormatError(f"{name}: header is not a JSON object")
         entries = {
-            k: _entry(name, k, v, layout is not None)
+            k: _entry(name, k, v, choices is not None)
             for k, v in header.items()
             if k != "__metadata__"
         }
-        if layout is not None:
-            _check_tight(name, raw, header, entries, layout)
+        chosen = None if choices is None else _choose(name, header, choices)
+        if chosen is not None:
+            _check_tight(name, raw, header, entries, chosen)
         end = 8 + n + max((e[3] for e in entries.values()), default=0)
         if size != end:
             raise FormatError(f"{name}: {size} bytes, but its header accounts for {end}")
         data = memoryview(mmap.mmap(fd, size, access=mmap.ACCESS_READ))[8 + n :]
-    return {k: Tensor(d, s, data[lo:hi]) for k, (d, s, lo, hi) in entries.items()}
+    return chosen, {k: Tensor(d, s, data[lo:hi]) for k, (d, s, lo, hi) in entries.items()}
+
+
+def _choose(file: str, header: dict[str, Any], choices: Sequence[Tight]) -> Tight:
+    """The layout the header's `__metadata__` declares; declaring none of them is refused."""
+    for choice in choices:
+        if choice.declared_by(header):
+            return choice
+    if all(c.encoding is None for c in choices):
+        raise FormatError(f"{file}: header has a non-empty __metadata__")
+    said = json.dumps(header.get("__metadata__"), ensure_ascii=True)
+    allowed = [{} if c.encoding is None else {"encoding": c.encoding} for c in choices]
+    raise FormatError(
+        f"{file}: __metadata__ {said[:100]} is none of {json.dumps(allowed)} (FORMAT.md §3)"
+    )
 
 
 def _entry(file: str, name: str, info: object, tight: bool) -> Entry:
@@ -129,21 +198,26 @@ def _entry(file: str, name: str, info: object, tight: bool) -> Entry:
     return dtype, tuple(shape), offsets[0], offsets[1]
 
 
-def _header_bound(layout: Layout) -> int:
-    """The longest tight header `layout` allows (escaped names, empty metadata, 7 spaces), so
-    a header that could not be valid is never parsed: a JSON parser's objects are far bigger
-    than the text that makes them."""
-    names = sorted(layout, key=str.encode)
-    sizes = [math.prod(layout[k][1]) * ITEMSIZE[layout[k][0]] for k in names]
-    header = {
-        k: {"dtype": layout[k][0], "shape": list(layout[k][1]), "data_offsets": [lo, lo + b]}
-        for k, lo, b in zip(names, itertools.accumulate(sizes, initial=0), sizes, strict=False)
-    }
-    return len(json.dumps(header, separators=(",", ":"))) + len(',"__metadata__":{}') + 7
+def _header_bound(tight: Tight) -> int:
+    """The longest tight header `tight` allows (escaped names, the widest dtype and shape of
+    each slot, its metadata, 7 spaces), so a header that could not be valid is never parsed:
+    a JSON parser's objects are far bigger than the text that makes them."""
+    header: dict[str, Any] = {}
+    lo = 0
+    for k in sorted(tight.slots, key=str.encode):
+        slot = tight.slots[k]
+        shape = list(slot.shape) if slot.shape is not None else [slot.most]
+        size = math.prod(shape) * max(ITEMSIZE[d] for d in slot.dtypes)
+        dtype = max(slot.dtypes, key=len)
+        header[k] = {"dtype": dtype, "shape": shape, "data_offsets": [lo, lo + size]}
+        lo += size
+    meta = {} if tight.encoding is None else {"encoding": tight.encoding}
+    extra = len(json.dumps({"__metadata__": meta}, separators=(",", ":")))
+    return len(json.dumps(header, separators=(",", ":"))) + extra + 7
 
 
 def _check_tight(
-    file: str, raw: bytes, header: dict[str, Any], entries: dict[str, Entry], layout: Layout
+    file: str, raw: bytes, header: dict[str, Any], entries: dict[str, Entry], tight: Tight
 ) -> None:
     text = raw.rstrip(b" ")
     compact = {
@@ -151,18 +225,19 @@ def _check_tight(
     }
     if len(raw) % 8 or len(raw) - len(text) > 7 or text not in compact:
         raise FormatError(f"{file}: header is not compact JSON padded to a multiple of 8 bytes")
-    if header.get("__metadata__", {}) != {}:
-        raise FormatError(f"{file}: header has a non-empty __metadata__")
-    if set(entries) != set(layout):
-        missing, extra = sorted(set(layout) - set(entries)), sorted(set(entries) - set(layout))
+    if tight.encoding is not None and next(iter(header)) != "__metadata__":
+        raise FormatError(f"{file}: __metadata__ is not the header's first entry")
+    if set(entries) != set(tight.slots):
+        missing = sorted(set(tight.slots) - set(entries))
+        extra = sorted(set(entries) - set(tight.slots))
         raise FormatError(f"{file}: tensors missing {missing[:3]}, unexpected {extra[:3]}")
     if list(entries) != sorted(entries, key=str.encode):
         raise FormatError(f"{file}: tensors are not in UTF-8 byte order of their names")
     end = 0
     for name, (dtype, shape, lo, hi) in entries.items():
-        if (dtype, shape) != layout[name]:
-            want, dims = layout[name]
-            raise FormatError(f"{file}: {name} is {dtype} {list(shape)}, not {want} {list(dims)}")
+        slot = tight.slots[name]
+        if not slot.admits(dtype, shape):
+            raise FormatError(f"{file}: {name} is {dtype} {list(shape)}, not {slot.describe()}")
         if lo != end:
             raise FormatError(f"{file}: tensor data has a gap or overlap at byte {lo}")
         end = hi
@@ -190,8 +265,8 @@ def from_arrays(arrays: Mapping[str, npt.NDArray[Any]]) -> dict[str, Tensor]:
     """Wrap computed arrays (e.g. a recomputed Q) so they digest exactly like a file would."""
     out = {}
     for name, a in arrays.items():
-        c = np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<"))
-        out[name] = Tensor(DTYPE_NAME[c.dtype], tuple(c.shape), c.reshape(-1).view(np.uint8).data)
+        c = np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<"))  # 0-d comes back 1-d
+        out[name] = Tensor(DTYPE_NAME[c.dtype], tuple(a.shape), c.reshape(-1).view(np.uint8).data)
     return out
 
 

@@ -8,7 +8,10 @@ if not in every timestamp. Each attack folder holds only the files its
 attacker changed or planted, named after the attack; the test lays them over
 a copy of ``honest/``. The verifier is then tested against bytes that no code
 of the commit under test produced: a format change that breaks old ledgers
-fails here, where a round trip through today's writer would not.
+fails here, where a round trip through today's writer would not. The committed
+folders were written before the compact vector encoding (FORMAT.md §3): their vectors
+are dense I64, and they stay so, as the proof that such folders still read; rerunning
+this script would replace them with compact ones.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from safetensors.numpy import load_file
+from safetensors.numpy import load_file, save_file
 
 ASSETS = Path(__file__).resolve().parent / "ledgers"
 SEED = b"unlearning-ledger test asset key v1"
@@ -61,6 +64,7 @@ def _records(task: str) -> str:
 def _honest(work: Path) -> Path:
     """The honest ledger; a's vector and mask, as they were before the unlearn deleted
     them, are kept beside it for the attacks that bring them back."""
+    from ledger import open_ledger
     from ledger.cli import main
 
     key = work / "operator.key"
@@ -75,6 +79,8 @@ def _honest(work: Path) -> Path:
         if task == "a":
             shutil.copy(led / "vectors" / "a.safetensors", work / "a-vector.safetensors")
             shutil.copy(led / "masks" / "a.safetensors", work / "a-mask.safetensors")
+            with open_ledger(led) as opened:  # q as int64, whatever the stored encoding
+                save_file(opened.read_vector("a"), str(work / "a-q.safetensors"))
     main(
         [
             "unlearn",
@@ -92,7 +98,7 @@ def _honest(work: Path) -> Path:
 
 def _vector_merged_back(honest: Path, out: Path, work: Path) -> None:
     """The unlearned task's vector added back into the state file, header kept."""
-    kept = load_file(work / "a-vector.safetensors")
+    kept = load_file(work / "a-q.safetensors")
     state = bytearray((honest / "state.safetensors").read_bytes())
     length = int.from_bytes(state[:8], "little")
     for name, entry in json.loads(state[8 : 8 + length]).items():

@@ -33,6 +33,7 @@ from ledger._internal.folder.layout import (
     STATE,
     mask_file,
     scan,
+    vector_file,
 )
 from ledger._internal.folder.safefs import entries, read_regular, sha256_file
 from ledger._internal.folder.store import Config, SignedHead, Store, StoreLocked, TaskRow, Write
@@ -42,6 +43,7 @@ from ledger._internal.log.merkle import leaf_hash, root_from_leaf_hashes
 from ledger._internal.log.treehead import head_fields, sign_head
 from ledger._internal.vectors.codec import Int64Array
 from ledger._internal.vectors.digest import set_digest
+from ledger._internal.vectors.encoding import read_vector
 from ledger._internal.vectors.tensorfile import (
     Layout,
     check_size,
@@ -106,6 +108,24 @@ class Ledger:
     def read_mask(self, task_id: str, digest: str) -> dict[str, np.ndarray]:
         layout = self.layout("U8", packed=True)
         return self._read_checked(mask_file(task_id), layout, digest, f"mask of {task_id!r}")
+
+    def read_vector(self, task_id: str) -> dict[str, Int64Array]:
+        """q of a task whose vector is retained, from either encoding (FORMAT.md §3), refused
+        unless it is the vector signed at its add."""
+        task = self.store.task(task_id)
+        if task is None:
+            raise LedgerError(f"no task {task_id!r} in this ledger")
+        relative, digest = vector_file(task_id), task.mask_digest
+
+        def masks() -> dict[str, np.ndarray]:
+            if digest is None:
+                raise LedgerError(f"task {task_id!r} has no mask_digest for its vector to lie at")
+            return self.read_mask(task_id, digest)
+
+        q = read_vector(self.root / relative, self.root, self.trainable, task.method, masks)
+        if set_digest(q) != task.vector_digest:
+            raise LedgerError(f"{relative} does not match the signed log (the vector was altered)")
+        return q
 
     def _read_checked(
         self, relative: str, layout: Layout, digest: str, what: str

@@ -9,15 +9,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from ledger import defaults
 from ledger._internal.attest.keys import load_private
-from ledger._internal.data.records import load_dataset
+from ledger._internal.data.records import Dataset, load_dataset
 from ledger._internal.errors import LedgerError
 from ledger._internal.folder import journal
 from ledger._internal.folder.journal import DEFAULT_WAIT
 from ledger._internal.folder.layout import STATE, check_task_id, mask_file, vector_file
 from ledger._internal.folder.ledgerdir import Ledger, open_ledger
-from ledger._internal.folder.store import TaskRow, Write
+from ledger._internal.folder.store import Config, TaskRow, Write
 from ledger._internal.log.events import AddEvent
 from ledger._internal.log.treehead import utc_now
 from ledger._internal.model.loading import texts_cut
@@ -59,7 +61,7 @@ def _refuse_existing(ledger: Ledger, task_id: str) -> None:
         )
 
 
-def _tombstones(
+def tombstones(
     ledger: Ledger, data_hash: str, vector_digest: str | None, readd_deleted: bool
 ) -> list[dict[str, Any]]:
     """The unlearned tasks this add would bring back; refused unless ``readd_deleted``.
@@ -84,6 +86,58 @@ def _tombstones(
     return [{"task_id": t.task_id, "unlearn_seq": t.unlearn_seq} for t in found]
 
 
+def check_request(task_id: str, method: str, hyper: Hyper) -> None:
+    """The request's own errors, refused before the ledger is even opened."""
+    check_task_id(task_id)
+    if method not in ("sift", "ft"):
+        raise LedgerError(f"unknown method {method!r}: use sift or ft", exit_code=2)
+    if hyper.steps < 1 or hyper.batch_size < 1 or hyper.max_length < 2 or not hyper.lr > 0:
+        raise LedgerError("steps, batch size and lr must be positive", exit_code=2)
+
+
+def signing_key(ledger: Ledger, key_path: Path | None) -> Ed25519PrivateKey:
+    """Checked before training, so a wrong or retired key costs no fine-tune."""
+    key = load_private(key_path or ledger.default_key_path())
+    ledger.check_key(key)
+    return key
+
+
+def task_spec(
+    config: Config, task_id: str, method: str, seed: int | None, hyper: Hyper
+) -> TrainSpec:
+    """The ledger fixes threads and the sign seed; the caller chooses the rest."""
+    return TrainSpec(
+        method=method,  # type: ignore[arg-type]
+        seed=derive_task_seed(config.sign_seed, task_id) if seed is None else seed,
+        steps=hyper.steps,
+        lr=hyper.lr,
+        batch_size=hyper.batch_size,
+        max_length=hyper.max_length,
+        threads=config.threads,
+        sign_seed=config.sign_seed,
+    )
+
+
+def train_task(
+    task_id: str,
+    base_dir: Path,
+    dataset: Dataset,
+    spec: TrainSpec,
+    scale_bits: int,
+    progress: Progress | None = None,
+) -> tuple[Trained, int]:
+    """The unlocked phase: θ0 + data + spec -> quantised vector and determinism record.
+
+    ``add`` and every ``add-many`` worker run exactly this, so a vector cannot
+    depend on which of them trained it. Returns how many texts were cut too.
+    """
+    cut = texts_cut(base_dir, dataset.texts, spec.max_length)
+    tau = finetune(base_dir, dataset.texts, dataset.labels, spec, progress)
+    vector = TaskVector.from_tau(tau, scale_bits, spec.method, spec.sign_seed)
+    trained = Trained(task_id, dataset.data_hash, len(dataset.records), spec, record(spec), vector)
+    return trained, cut
+
+
 def add_task(  # noqa: PLR0913  (keyword-only: one per `ledger add` option)
     root: Path,
     task_id: str,
@@ -104,46 +158,39 @@ def add_task(  # noqa: PLR0913  (keyword-only: one per `ledger add` option)
     but the state it is added to (re-read under the lock). Returns the event,
     and as ``texts_cut`` how many texts ``max_length`` cut.
     """
-    check_task_id(task_id)
-    if method not in ("sift", "ft"):
-        raise LedgerError(f"unknown method {method!r}: use sift or ft", exit_code=2)
-    if hyper.steps < 1 or hyper.batch_size < 1 or hyper.max_length < 2 or not hyper.lr > 0:
-        raise LedgerError("steps, batch size and lr must be positive", exit_code=2)
+    check_request(task_id, method, hyper)
     with open_ledger(root, wait=wait) as ledger:
         _refuse_existing(ledger, task_id)
-        key = load_private(key_path or ledger.default_key_path())
-        ledger.check_key(key)
+        key = signing_key(ledger, key_path)
         ledger.check_base()
         dataset = load_dataset(data_path, ledger.num_labels)
-        _tombstones(ledger, dataset.data_hash, None, readd_deleted)
+        tombstones(ledger, dataset.data_hash, None, readd_deleted)
         ledger.read_state()  # a damaged folder is refused before any training
         config, base_dir = ledger.config, ledger.base_dir
-    spec = TrainSpec(
-        method=method,  # type: ignore[arg-type]
-        seed=derive_task_seed(config.sign_seed, task_id) if seed is None else seed,
-        steps=hyper.steps,
-        lr=hyper.lr,
-        batch_size=hyper.batch_size,
-        max_length=hyper.max_length,
-        threads=config.threads,
-        sign_seed=config.sign_seed,
-    )
-    cut = texts_cut(base_dir, dataset.texts, spec.max_length)
-    tau = finetune(base_dir, dataset.texts, dataset.labels, spec, progress)
-    trained = Trained(
-        task_id,
-        dataset.data_hash,
-        len(dataset.records),
-        spec,
-        record(spec),
-        TaskVector.from_tau(tau, config.scale_bits, method, config.sign_seed),
-    )
+    spec = task_spec(config, task_id, method, seed, hyper)
+    trained, cut = train_task(task_id, base_dir, dataset, spec, config.scale_bits, progress)
+    event = commit_add(root, trained, key, config, readd_deleted=readd_deleted, wait=wait)
+    return {**event, "texts_cut": cut}
+
+
+def commit_add(
+    root: Path,
+    trained: Trained,
+    key: Ed25519PrivateKey,
+    config: Config,
+    *,
+    readd_deleted: bool = False,
+    wait: float = DEFAULT_WAIT,
+) -> dict[str, Any]:
+    """The locked phase: re-check what training did not hold the lock for, then one
+    journaled write. ``config`` is the ledger as it was when training began."""
+    task_id = trained.task_id
     with open_ledger(root, write=True, wait=wait) as ledger:
         if ledger.config != config:
             raise LedgerError("the ledger was replaced while the task trained; nothing changed")
         ledger.check_key(key)  # a rotation may have retired it meanwhile
         _refuse_existing(ledger, task_id)
-        readds = _tombstones(ledger, dataset.data_hash, trained.vector.vector_digest, readd_deleted)
+        readds = tombstones(ledger, trained.data_hash, trained.vector.vector_digest, readd_deleted)
         ledger.check_base()
         tip = state.Tip(
             ledger.store.size(),
@@ -156,12 +203,12 @@ def add_task(  # noqa: PLR0913  (keyword-only: one per `ledger add` option)
         files = journal.Plan(tip.seq + 1)
         files.put(STATE, lambda p: write_tensors(p, planned.merged))
         if config.retain_vectors:
-            files.put(vector_file(task_id), lambda p: write_tensors(p, vector.q))
+            files.put(vector_file(task_id), lambda p: write_tensors(p, *vector.stored()))
         if vector.mask is not None:
             mask = vector.mask
             files.put(mask_file(task_id), lambda p: write_tensors(p, mask))
         ledger.commit(Write(event, ledger.sign_next_head(key, event), planned.row), files)
-        return {**event, "texts_cut": cut}
+        return event
 
 
 @dataclass(frozen=True)

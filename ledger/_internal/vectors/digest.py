@@ -20,7 +20,14 @@ from ledger._internal.log.jcs import canonical
 
 CHUNK_BYTES = 16 * 1024 * 1024
 
-_DTYPES = {np.dtype("<i8"): "I64", np.dtype("<f4"): "F32", np.dtype("u1"): "U8"}
+_DTYPES = {
+    np.dtype("i1"): "I8",
+    np.dtype("<i2"): "I16",
+    np.dtype("<i4"): "I32",
+    np.dtype("<i8"): "I64",
+    np.dtype("<f4"): "F32",
+    np.dtype("u1"): "U8",
+}
 
 
 def dtype_code(array: npt.NDArray[np.generic]) -> str:
@@ -36,7 +43,7 @@ def _chunk_hash(view: memoryview) -> bytes:
 
 def _little_endian_bytes(array: npt.NDArray[np.generic]) -> memoryview:
     contiguous = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
-    return memoryview(contiguous.data).cast("B")
+    return contiguous.reshape(-1).view(np.uint8).data  # flat bytes: a (0, 0) tensor too
 
 
 def set_digest(tensors: Mapping[str, npt.NDArray[np.generic]]) -> str:

@@ -14,7 +14,7 @@ import json
 import math
 import os
 import struct
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from io import BufferedReader
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,9 @@ Layout = Mapping[str, tuple[str, tuple[int, ...]]]  # name -> (safetensors dtype
 MAX_HEADER_BYTES = 1 << 24
 Entry = tuple[str, tuple[int, ...], int, int]  # dtype, shape, data start, data end
 _NUMPY: dict[str, np.dtype[Any]] = {
+    "I8": np.dtype("i1"),
+    "I16": np.dtype("<i2"),
+    "I32": np.dtype("<i4"),
     "I64": np.dtype("<i8"),
     "F32": np.dtype("<f4"),
     "U8": np.dtype("u1"),
@@ -70,8 +73,14 @@ def write_bytes_durable(path: Path, data: bytes) -> None:
         os.fsync(handle.fileno())
 
 
-def write_tensors(path: Path, tensors: Mapping[str, npt.NDArray[np.generic]]) -> None:
-    header: dict[str, object] = {}
+def write_tensors(
+    path: Path,
+    tensors: Mapping[str, npt.NDArray[np.generic]],
+    metadata: Mapping[str, str] | None = None,
+) -> None:
+    """``metadata`` (a vector's encoding, FORMAT.md §3) goes first in the header, as
+    the tight layout of §2 requires."""
+    header: dict[str, object] = {"__metadata__": dict(metadata)} if metadata else {}
     offset = 0
     names = sorted(tensors)
     for name in names:
@@ -91,6 +100,13 @@ def write_tensors(path: Path, tensors: Mapping[str, npt.NDArray[np.generic]]) ->
             handle.write(array.astype(array.dtype.newbyteorder("<"), copy=False).data)
         handle.flush()
         os.fsync(handle.fileno())
+
+
+def _metadata(header: dict[str, Any], where: str) -> dict[str, str]:
+    meta = header.get("__metadata__", {})
+    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+        raise LedgerError(f"{where}: __metadata__ is not a map of strings")
+    return meta
 
 
 def _entries(header: object, where: str) -> dict[str, Entry]:
@@ -117,8 +133,9 @@ def _entries(header: object, where: str) -> dict[str, Entry]:
     return out
 
 
-def _layout(handle: BufferedReader, where: str) -> tuple[int, dict[str, Entry]]:
-    """Header length and entries, checked against the file's real size before any data."""
+def _layout(handle: BufferedReader, where: str) -> tuple[int, dict[str, str], dict[str, Entry]]:
+    """Header length, metadata and entries, checked against the file's real size before
+    any data."""
     size = os.fstat(handle.fileno()).st_size
     prefix = handle.read(8)
     if len(prefix) != 8:
@@ -127,9 +144,10 @@ def _layout(handle: BufferedReader, where: str) -> tuple[int, dict[str, Entry]]:
     if n > min(MAX_HEADER_BYTES, size - 8):
         raise LedgerError(f"{where}: header length {n} exceeds the file or the cap")
     try:
-        entries = _entries(loads_strict(handle.read(n)), where)
+        header = loads_strict(handle.read(n))
     except (ValueError, RecursionError) as exc:
         raise LedgerError(f"{where}: header is not strict JSON ({exc})") from None
+    entries = _entries(header, where)
     end = 0
     for lo, hi in sorted((lo, hi) for _, _, lo, hi in entries.values()):
         if lo != end:
@@ -139,7 +157,7 @@ def _layout(handle: BufferedReader, where: str) -> tuple[int, dict[str, Entry]]:
         raise LedgerError(
             f"{where}: file holds {size} bytes, its header accounts for {8 + n + end}"
         )
-    return n, entries
+    return n, _metadata(header, where), entries
 
 
 def check_size(path: Path, root: Path) -> None:
@@ -154,20 +172,37 @@ def read_tensors(path: Path, expect: Layout | None = None, root: Path | None = N
     Data must tile the file exactly after the header; ``root`` only shortens
     the names in messages.
     """
+
+    def exactly(metadata: Mapping[str, str], found: Layout, where: str) -> None:
+        if expect is not None and found != dict(expect):
+            raise LedgerError(
+                f"{where}: tensors are not the trainable layout (names, dtypes, shapes)"
+            )
+
+    return read_checked(path, exactly, root)[1]
+
+
+HeaderCheck = Callable[[Mapping[str, str], Layout, str], None]  # metadata, layout, file name
+
+
+def read_checked(
+    path: Path,
+    check: HeaderCheck,
+    root: Path | None = None,
+    each: Callable[[str, npt.NDArray[np.generic]], npt.NDArray[np.generic]] | None = None,
+) -> tuple[dict[str, str], Tensors]:
+    """Metadata and tensors of a file whose header ``check`` accepts (it raises otherwise),
+    run before a single data byte is read. ``each`` turns a tensor into what is kept of it
+    as soon as it is read (a vector's decoding), so the file is never in memory whole."""
     where = path.name if root is None else path.relative_to(root).as_posix()
     with open_regular(path, root or path.parent) as handle:
-        n, entries = _layout(handle, where)
-        if expect is not None:
-            found = {name: (dtype, shape) for name, (dtype, shape, _, _) in entries.items()}
-            if found != dict(expect):
-                raise LedgerError(
-                    f"{where}: tensors are not the trainable layout (names, dtypes, shapes)"
-                )
+        n, metadata, entries = _layout(handle, where)
+        check(metadata, {k: (dtype, shape) for k, (dtype, shape, _, _) in entries.items()}, where)
         tensors: Tensors = {}
         for name, (dtype, shape, lo, _) in entries.items():
             array = np.empty(shape, dtype=_NUMPY[dtype])
             handle.seek(8 + n + lo)
             if handle.readinto(array.reshape(-1).view(np.uint8).data) != array.nbytes:
                 raise LedgerError(f"{where}: truncated while reading {name!r}")
-            tensors[name] = array
-    return tensors
+            tensors[name] = array if each is None else each(name, array)
+    return metadata, tensors

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -12,6 +13,7 @@ from ledger._internal.errors import LedgerError
 from ledger._internal.training.signs import sign_vector
 from ledger._internal.vectors.codec import Float32Array, Int64Array, quantise
 from ledger._internal.vectors.digest import set_digest
+from ledger._internal.vectors.encoding import encode
 
 Uint8Array = npt.NDArray[np.uint8]
 
@@ -45,3 +47,9 @@ class TaskVector:
                 raise LedgerError(f"sign invariant violated in tensor {name!r}")
         mask = {name: pack_mask(values) for name, values in q.items()}
         return cls(q, mask, set_digest(q), set_digest(mask))
+
+    def stored(self) -> tuple[dict[str, npt.NDArray[Any]], dict[str, str]]:
+        """The tensors and metadata of vectors/<id>.safetensors (FORMAT.md §3): a sift
+        vector's non-zero entries, at its mask's positions; each in the narrowest dtype that
+        holds it exactly."""
+        return encode(self.q, masked=self.mask is not None)
