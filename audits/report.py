@@ -24,7 +24,8 @@ def default_folder(quick: bool) -> Path:
     return REPORTS / "quick" if quick else REPORTS
 
 
-def _cpu() -> str:
+def cpu_model() -> str:
+    """The CPU's name: training bits differ between CPUs, so every report names its own."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -53,7 +54,8 @@ def _commit() -> str:
 def run_info(seconds: float) -> dict[str, Any]:
     return {
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": f"{os.cpu_count()} cores, {_cpu()}, {platform.system()} {platform.machine()}",
+        "machine": f"{os.cpu_count()} cores, {cpu_model()}, "
+        f"{platform.system()} {platform.machine()}",
         "command": " ".join(["python -m", f"audits.{Path(sys.argv[0]).stem}", *sys.argv[1:]]),
         "commit": _commit(),
         "wall_seconds": round(seconds),

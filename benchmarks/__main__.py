@@ -24,6 +24,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from audits.report import cpu_model
 from benchmarks import add_many, add_unlearn, sift_step, status, storage, throughput, verify
 from benchmarks.common import Figure, Settings, Workspace, dumps, workspace
 
@@ -56,16 +57,6 @@ def _git(*args: str) -> str:
     return done.stdout.strip()
 
 
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _memory_gib() -> float | None:
     try:
         total = Path("/proc/meminfo").read_text().splitlines()[0].split()[1]
@@ -90,7 +81,7 @@ def run_info(argv: list[str]) -> dict[str, Any]:
         "git_commit": _git("rev-parse", "HEAD") + (" (with uncommitted changes)" if dirty else ""),
         "machine": {
             "cores": os.cpu_count(),
-            "cpu": _cpu(),
+            "cpu": cpu_model(),
             "memory_GiB": _memory_gib(),
             "system": f"{platform.system()} {platform.machine()}",
             "python": platform.python_version(),

@@ -259,58 +259,81 @@ def init(
     click.echo(f"initialised ledger {directory}: log {log}")
 
 
+def _training_options(for_entries: bool) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The options `add` and `add-many` share; add-many's are defaults for manifest entries."""
+
+    def say(text: str) -> str:
+        return f"{text} For manifest entries that do not say." if for_entries else text
+
+    options = [
+        click.option(
+            "--method",
+            default="sift",
+            show_default=True,
+            type=click.Choice(["sift", "ft"]),
+            help=say("sift: sign-constrained (SIFT-Masks); ft: unconstrained fine-tune."),
+        ),
+        click.option(
+            "--steps",
+            default=defaults.STEPS,
+            show_default=True,
+            type=click.IntRange(1),
+            help=say("Optimizer steps."),
+        ),
+        click.option(
+            "--lr",
+            default=defaults.LR,
+            show_default=True,
+            type=click.FloatRange(0, 100, min_open=True),
+            help=say("AdamW learning rate."),
+        ),
+        click.option(
+            "--batch-size",
+            default=defaults.BATCH_SIZE,
+            show_default=True,
+            type=click.IntRange(1),
+            help=say("Records per step."),
+        ),
+        click.option(
+            "--max-length",
+            default=defaults.MAX_LENGTH,
+            show_default=True,
+            type=click.IntRange(2),
+            help=say("Tokens per text; longer texts are cut."),
+        ),
+        click.option(
+            "--key", default=None, type=_PATH, help="The signing key (default: the current one)."
+        ),
+        _wait,
+        click.option(
+            "--readd-deleted",
+            is_flag=True,
+            help=say(
+                "Add data or a vector an unlearn deleted; the event records which deletion "
+                "it reverses."
+            ),
+        ),
+    ]
+
+    def apply(command: Callable[..., Any]) -> Callable[..., Any]:
+        for option in reversed(options):  # as if stacked in this order above the command
+            command = option(command)
+        return command
+
+    return apply
+
+
 @cli.command()
 @click.argument("directory", type=_PATH)
 @click.option("--task", "task_id", required=True, help="The task's id (never reused).")
 @click.option("--data", required=True, type=_PATH, help="The task's JSONL records.")
-@click.option(
-    "--method",
-    default="sift",
-    show_default=True,
-    type=click.Choice(["sift", "ft"]),
-    help="sift: sign-constrained (SIFT-Masks); ft: unconstrained fine-tune.",
-)
 @click.option(
     "--seed",
     default=None,
     type=click.IntRange(0, _MAX_SEED),
     help="The task's training seed (default: derived from the ledger seed and the task id).",
 )
-@click.option(
-    "--steps",
-    default=defaults.STEPS,
-    show_default=True,
-    type=click.IntRange(1),
-    help="Optimizer steps.",
-)
-@click.option(
-    "--lr",
-    default=defaults.LR,
-    show_default=True,
-    type=click.FloatRange(0, 100, min_open=True),
-    help="AdamW learning rate.",
-)
-@click.option(
-    "--batch-size",
-    default=defaults.BATCH_SIZE,
-    show_default=True,
-    type=click.IntRange(1),
-    help="Records per step.",
-)
-@click.option(
-    "--max-length",
-    default=defaults.MAX_LENGTH,
-    show_default=True,
-    type=click.IntRange(2),
-    help="Tokens per text; longer texts are cut.",
-)
-@click.option("--key", default=None, type=_PATH, help="The signing key (default: the current one).")
-@_wait
-@click.option(
-    "--readd-deleted",
-    is_flag=True,
-    help="Add data or a vector an unlearn deleted; the event records which deletion it reverses.",
-)
+@_training_options(for_entries=False)
 def add(
     directory: Path,
     task_id: str,
@@ -379,48 +402,7 @@ def add(
     default=None,
     help="An existing Ray cluster (ray.init(address=...)); default: a local Ray.",
 )
-@click.option(
-    "--method",
-    default="sift",
-    show_default=True,
-    type=click.Choice(["sift", "ft"]),
-    help="For entries that do not say.",
-)
-@click.option(
-    "--steps",
-    default=defaults.STEPS,
-    show_default=True,
-    type=click.IntRange(1),
-    help="For entries that do not say.",
-)
-@click.option(
-    "--lr",
-    default=defaults.LR,
-    show_default=True,
-    type=click.FloatRange(0, 100, min_open=True),
-    help="For entries that do not say.",
-)
-@click.option(
-    "--batch-size",
-    default=defaults.BATCH_SIZE,
-    show_default=True,
-    type=click.IntRange(1),
-    help="For entries that do not say.",
-)
-@click.option(
-    "--max-length",
-    default=defaults.MAX_LENGTH,
-    show_default=True,
-    type=click.IntRange(2),
-    help="For entries that do not say.",
-)
-@click.option("--key", default=None, type=_PATH, help="The signing key (default: the current one).")
-@_wait
-@click.option(
-    "--readd-deleted",
-    is_flag=True,
-    help="For entries that do not say: add data or a vector an unlearn deleted.",
-)
+@_training_options(for_entries=True)
 def add_many(
     directory: Path,
     manifest: Path,
