@@ -300,6 +300,49 @@ def test_metadata_moved_after_the_tensors_is_refused(made: dict[str, Path], led:
     assert "__metadata__ is not the header's first entry" in by_verifier
 
 
+def _reorder_entry_keys(path: Path) -> None:
+    """The same header text with each tensor entry's keys reversed: same length, same data."""
+    raw = path.read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8 : 8 + n])
+    turned = {k: dict(reversed(v.items())) if k != "__metadata__" else v for k, v in header.items()}
+    text = json.dumps(turned, separators=(",", ":")).encode()
+    assert len(text) <= n and text != raw[8 : 8 + n].rstrip(b" ")
+    path.write_bytes(raw[:8] + text.ljust(n) + raw[8 + n :])
+
+
+@pytest.mark.parametrize(
+    "rel", ["vectors/a.safetensors", "vectors/b.safetensors", "masks/b.safetensors"]
+)
+def test_tensor_entry_keys_reordered_is_refused(made: dict[str, Path], led: Path, rel: str) -> None:
+    """Six orders of dtype/shape/data_offsets per tensor: bits no digest covers (in the state
+    file they would outlive a deletion); the header has one canonical text (§2)."""
+    _reorder_entry_keys(led / rel)
+    failed = {r.name: r.detail for r in run_audit(led, made["pub"].read_bytes())}
+    assert any("header is not compact JSON" in d for d in failed.values()), failed
+
+
+def test_state_entry_keys_reordered_is_refused(made: dict[str, Path], led: Path) -> None:
+    _reorder_entry_keys(led / "state.safetensors")
+    failed = {r.name: r.detail for r in run_audit(led, made["pub"].read_bytes())}
+    assert "header is not compact JSON" in failed["state-digest"], failed
+
+
+def test_dtype_given_as_a_list_is_refused_by_both_readers(made: dict[str, Path], led: Path) -> None:
+    """`"dtype": ["I32"]`: a JSON value no dtype name is must end as a refusal, not a crash."""
+    path = led / "vectors/c.safetensors"
+    raw = path.read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8 : 8 + n])
+    first = next(k for k in header if k != "__metadata__")
+    header[first]["dtype"] = [header[first]["dtype"]]
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text = text.ljust(-(-len(text) // 8) * 8)
+    path.write_bytes(struct.pack("<Q", len(text)) + text + raw[8 + n :])
+    by_verifier, by_ledger = _refusals(made, led, "c")
+    assert by_verifier != "ok" and "inconsistent header entry" in by_ledger
+
+
 def test_a_swapped_mask_misplaces_a_compact_vector(made: dict[str, Path], led: Path) -> None:
     """b's and c's masks swapped: each mask fails its digest, and the compact vectors, whose
     positions are their masks, cannot be decoded from them."""

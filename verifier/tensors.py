@@ -219,14 +219,20 @@ def _header_bound(tight: Tight) -> int:
 def _check_tight(
     file: str, raw: bytes, header: dict[str, Any], entries: dict[str, Entry], tight: Tight
 ) -> None:
-    text = raw.rstrip(b" ")
-    compact = {
-        json.dumps(header, separators=(",", ":"), ensure_ascii=a).encode() for a in (True, False)
-    }
-    if len(raw) % 8 or len(raw) - len(text) > 7 or text not in compact:
-        raise FormatError(f"{file}: header is not compact JSON padded to a multiple of 8 bytes")
     if tight.encoding is not None and next(iter(header)) != "__metadata__":
         raise FormatError(f"{file}: __metadata__ is not the header's first entry")
+    text = raw.rstrip(b" ")
+    # One canonical text: __metadata__ (when the encoding needs it) first, entries in name
+    # order with their keys in the writer's order, non-ASCII escaped as json.dumps does.
+    canonical: dict[str, Any] = {}
+    if tight.encoding is not None and "__metadata__" in header:
+        canonical["__metadata__"] = header["__metadata__"]
+    for k, v in header.items():
+        if k != "__metadata__":
+            canonical[k] = {e: v[e] for e in ENTRY_KEYS} if isinstance(v, dict) else v
+    compact = json.dumps(canonical, separators=(",", ":")).encode()
+    if len(raw) % 8 or len(raw) - len(text) > 7 or text != compact:
+        raise FormatError(f"{file}: header is not compact JSON padded to a multiple of 8 bytes")
     if set(entries) != set(tight.slots):
         missing = sorted(set(tight.slots) - set(entries))
         extra = sorted(set(entries) - set(tight.slots))

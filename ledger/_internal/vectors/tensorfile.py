@@ -121,7 +121,8 @@ def _entries(header: object, where: str) -> dict[str, Entry]:
         except (TypeError, KeyError, ValueError):
             raise LedgerError(f"{where}: bad header entry for {name!r}") from None
         if (
-            dtype not in _NUMPY
+            not isinstance(dtype, str)  # a JSON list is unhashable, not a dtype
+            or dtype not in _NUMPY
             or not isinstance(shape, list)
             or not all(type(d) is int and d >= 0 for d in shape)
             or not all(type(o) is int for o in (lo, hi))
