@@ -32,7 +32,7 @@ bench: setup
 	$(BIN)/python -m benchmarks
 	$(BIN)/python -m benchmarks.report
 
-# Under 3 minutes on 2 cores; the last stdout line is the JSON report.
+# Under 3 minutes on 2 cores; the last stdout line is one JSON object of ratios.
 bench-quick: setup
 	$(BIN)/python -m benchmarks --quick --json
 	$(BIN)/python -m benchmarks.report

@@ -1,9 +1,10 @@
 """``python -m benchmarks [--quick] [--json] [--only GROUP,...]``: every figure, one run.
 
 Human-readable table lines as each group finishes; with --json the last line
-of stdout is one JSON object (run info, then ``figures``: name -> value,
-target, met, what was measured). A whole run also writes that object to
-benchmarks/reports/{quick,full}.json, which ``python -m benchmarks.report``
+of stdout is one JSON object of ratios, figure name -> value (null where a
+figure could not be measured). The report, run info and then ``figures``
+(name -> value, target, met, what was measured), goes to --out or, for a
+whole run, benchmarks/reports/{quick,full}.json, which ``python -m benchmarks.report``
 turns into docs/MEASUREMENTS.md's table. --quick (under 3 minutes on 2 cores)
 uses smaller vectors, fewer repeats and the tiny model except for the MiniLM
 training step.
@@ -151,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     failed = f"; {len(errors)} group(s) failed" if errors else ""
     print(f"{met} of {len(figures)} targets met in {report['wall_s']} s{failed}", flush=True)
     if args.json:
-        print(dumps(report), flush=True)
+        print(dumps({name: f["value"] for name, f in figures.items()}), flush=True)
     return 1 if errors else 0
 
 
