@@ -174,7 +174,6 @@ def test_strict_read_accounts_for_every_byte(tmp_path: Path) -> None:
     pair = {"a": entry, "b": {**entry, "data_offsets": [16, 32]}}
     good = {
         "plain": (_safetensors({"w": entry}, data), one),
-        "empty metadata": (_safetensors({"__metadata__": {}, "w": entry}, data), one),
         "two tensors": (_safetensors(pair, data * 2), two),
     }
     for what, (content, layout) in good.items():
@@ -185,6 +184,11 @@ def test_strict_read_accounts_for_every_byte(tmp_path: Path) -> None:
     assert len(compact) % 8, "the case needs a header that is not a multiple of 8 unpadded"
     bad = {
         "metadata": (_safetensors({"__metadata__": {"x": ""}, "w": entry}, data), one),
+        "empty metadata": (_safetensors({"__metadata__": {}, "w": entry}, data), one),
+        "entry keys reordered": (
+            _safetensors({"w": {"shape": [2], "dtype": "I64", "data_offsets": [0, 16]}}, data),
+            one,
+        ),
         "extra entry key": (_safetensors({"w": {**entry, "x": "hidden"}}, data), one),
         "gap": (_safetensors({"w": {**entry, "data_offsets": [8, 24]}}, b"hidden.." + data), one),
         "overlap": (
