@@ -21,6 +21,17 @@ class Result:
     err: str
 
 
+def ledger_ok(*args: str | Path) -> None:
+    """`ledger` in this process, for fixtures that build a ledger: one torch import per
+    test module, not one per command; a command that fails fails the fixture."""
+    from ledger.cli import main
+
+    try:
+        main([str(a) for a in args])
+    except SystemExit as exc:
+        assert not exc.code, f"ledger {args[0]} exited with {exc.code}"
+
+
 def run_cli(tool: str, *args: str | Path) -> Result:
     """The installed console script in a fresh process, exactly as a user runs it."""
     proc = subprocess.run(

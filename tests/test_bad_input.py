@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import Result, run_cli, tree_digest
+from tests.helpers import Result, ledger_ok, run_cli, tree_digest
 from verifier.checks import run_audit
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "BAD_INPUT.md"
@@ -261,15 +261,10 @@ def built(
     task_data: dict[str, Path],
 ) -> Path:
     """a active (sift), b added and unlearned."""
-    from ledger.cli import main
 
     led = tmp_path_factory.mktemp("catalog") / "led"
 
-    def ledger(*args: str | Path) -> None:
-        try:
-            main([str(a) for a in args])
-        except SystemExit as exc:
-            assert not exc.code, f"ledger {args[0]} exited with {exc.code}"
+    ledger = ledger_ok
 
     ledger("init", led, "--base", tiny_base, "--key", key)
     for task in "ab":

@@ -26,6 +26,7 @@ import pytest
 
 from ledger import LedgerError, open_ledger
 from ledger._internal.vectors.encoding import DENSE, NONZERO, encode
+from tests.helpers import ledger_ok
 from verifier.checks import run_audit
 
 Arrays = dict[str, npt.NDArray[Any]]
@@ -40,13 +41,8 @@ def made(
     task_data: dict[str, Path],
 ) -> dict[str, Path]:
     """a (ft), b and c (sift) added and retained, in the compact encoding."""
-    from ledger.cli import main
 
-    def ledger(*args: str | Path) -> None:
-        try:
-            main([str(a) for a in args])
-        except SystemExit as exc:
-            assert not exc.code, f"ledger {args[0]} exited with {exc.code}"
+    ledger = ledger_ok
 
     led = tmp_path_factory.mktemp("vectors") / "led"
     ledger("init", led, "--base", tiny_base, "--key", key)

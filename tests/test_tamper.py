@@ -20,7 +20,7 @@ import rfc8785
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from tests.helpers import flip_byte, run_cli, sql
+from tests.helpers import flip_byte, ledger_ok, run_cli, sql
 from verifier.checks import run_audit, run_check
 from verifier.context import CheckResult
 from verifier.dsse import pae
@@ -35,14 +35,8 @@ def clean(
     task_data: dict[str, Path],
 ) -> dict[str, Path]:
     """A ledger that added a, b, c and unlearned c, and its certificate."""
-    from ledger.cli import main
 
-    def ledger(*args: str | Path) -> None:
-        """`ledger` in this process: one torch import, not five."""
-        try:
-            main([str(a) for a in args])
-        except SystemExit as exc:
-            assert not exc.code, f"ledger {args[0]} exited with {exc.code}"
+    ledger = ledger_ok
 
     root = tmp_path_factory.mktemp("tamper")
     led, cert = root / "led", root / "c.dsse.json"

@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from ledger._internal.vectors.tensorfile import read_checked, read_tensors, write_tensors
 from ledger.fixedpoint import set_digest
 from ledger.log import leaf_hash, root_from_leaf_hashes
-from tests.helpers import sql
+from tests.helpers import ledger_ok, sql
 from verifier.checks import run_audit, run_check
 from verifier.context import CheckResult
 from verifier.ledger_reader import UnreadableInput
@@ -48,14 +48,7 @@ def made(
     root = tmp_path_factory.mktemp("attacks")
     led, lean = root / "led", root / "lean"
 
-    def ledger(*args: str | Path) -> None:
-        """`ledger` in this process (one torch import, not eleven), as conftest's ledger_cli."""
-        from ledger.cli import main
-
-        try:
-            main([str(a) for a in args])
-        except SystemExit as exc:
-            assert not exc.code, f"ledger {args[0]} exited with {exc.code}"
+    ledger = ledger_ok
 
     ledger("init", led, "--base", tiny_base, "--key", key)
     ledger("init", lean, "--base", tiny_base, "--key", key, "--no-retain-vectors")

@@ -27,7 +27,7 @@ import rfc8785
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from tests.helpers import sql
+from tests.helpers import ledger_ok, sql
 from verifier.checks import run_audit, run_check
 from verifier.context import CheckResult
 from verifier.dsse import pae
@@ -46,13 +46,8 @@ def genuine(
     task_data: dict[str, Path],
 ) -> dict[str, Path]:
     """a (sift) and b (sift) added, b unlearned (certificate 3); a's vector and mask remain."""
-    from ledger.cli import main
 
-    def ledger(*args: str | Path) -> None:
-        try:
-            main([str(a) for a in args])
-        except SystemExit as exc:
-            assert not exc.code, f"ledger {args[0]} exited with {exc.code}"
+    ledger = ledger_ok
 
     root = tmp_path_factory.mktemp("hostile")
     led = root / "led"
