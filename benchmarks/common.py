@@ -28,6 +28,7 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 BIN = Path(sys.executable).parent
+STEPS = 20  # optimizer steps per task: the ledger's default
 # The CLIs' own progress lines would only fill captured stderr.
 CLI_ENV = {**os.environ, "ULG_PROGRESS_SECONDS": "1e9"}
 _OPS: dict[str, Callable[[float, float], bool]] = {">=": operator.ge, "<=": operator.le}
@@ -71,14 +72,17 @@ class Settings:
     step_rounds: int  # interleaved sift/ft runs of each
     status_runs: int
     unlearn_models: tuple[tuple[str, int], ...]  # (model, T) for unlearn vs retrain
-    rss_runs: tuple[tuple[str, int, int], ...]  # (model, T, 10 x T) for the verifier's peak
+    # (model, T, 10 x T, optimizer steps per task) for the verifier's peak: it reads vectors,
+    # not training, so a quick run trains MiniLM's tasks for 2 steps instead of 20
+    rss_runs: tuple[tuple[str, int, int, int], ...]
 
     @classmethod
     def make(cls, quick: bool) -> Settings:
         if quick:
-            return cls(True, 32 * 2**20, 5, 3, 8, 2, 7, (("tiny", 20),), (("tiny", 2, 20),))
+            rss = (("tiny", 2, 20, 20), ("minilm", 1, 10, 2))
+            return cls(True, 32 * 2**20, 5, 3, 8, 2, 7, (("tiny", 20),), rss)
         tiny_minilm = (("tiny", 20), ("minilm", 10))
-        rss = (("tiny", 2, 20), ("minilm", 1, 10))
+        rss = (("tiny", 2, 20, 20), ("minilm", 1, 10, 20))
         return cls(False, 100_000_000, 7, 3, 16, 3, 11, tiny_minilm, rss)
 
 
@@ -167,7 +171,7 @@ class Workspace:
     def __init__(self, root: Path, settings: Settings) -> None:
         self.root, self.settings = root, settings
         self.bases: dict[str, Path] = {}
-        self.ledgers: dict[tuple[str, int], Built] = {}
+        self.ledgers: dict[tuple[str, int, int], Built] = {}
         self._tasks: list[Any] | None = None
         self._made = 0
         self.key = root / "operator.key"
@@ -196,7 +200,7 @@ class Workspace:
             write_jsonl(path, self._tasks[index % len(self._tasks)].train)
         return path
 
-    def fresh(self, model: str, tasks: int) -> Built:
+    def fresh(self, model: str, tasks: int, steps: int = STEPS) -> Built:
         """A new ledger with ``tasks`` tasks added in this process (torch loaded once)."""
         import ledger
 
@@ -205,26 +209,26 @@ class Workspace:
         ledger.init_ledger(root, self.base(model), self.key)
         built = Built(root, model, {}, {})
         for i in range(tasks):
-            self.add_in_process(built, f"t{i}", i)
+            self.add_in_process(built, f"t{i}", i, steps)
         return built
 
-    def add_in_process(self, built: Built, task: str, index: int) -> float:
+    def add_in_process(self, built: Built, task: str, index: int, steps: int = STEPS) -> float:
         import ledger
 
-        data = self.task_file(index)
-        seconds = timed(lambda: ledger.add_task(built.root, task, data))
+        data, hyper = self.task_file(index), ledger.Hyper(steps=steps)
+        seconds = timed(lambda: ledger.add_task(built.root, task, data, hyper=hyper))
         built.add_seconds[task], built.data[task] = seconds, data
         return seconds
 
-    def ledger(self, model: str, tasks: int) -> Built:
+    def ledger(self, model: str, tasks: int, steps: int = STEPS) -> Built:
         """A cached ledger of T tasks; read it, don't change it (see ``take``)."""
-        if (model, tasks) not in self.ledgers:
-            self.ledgers[model, tasks] = self.fresh(model, tasks)
-        return self.ledgers[model, tasks]
+        if (model, tasks, steps) not in self.ledgers:
+            self.ledgers[model, tasks, steps] = self.fresh(model, tasks, steps)
+        return self.ledgers[model, tasks, steps]
 
     def take(self, model: str, tasks: int) -> Built:
         """The cached ledger, handed over to a group that will change it."""
-        return self.ledgers.pop((model, tasks), None) or self.fresh(model, tasks)
+        return self.ledgers.pop((model, tasks, STEPS), None) or self.fresh(model, tasks)
 
 
 @contextmanager

@@ -13,8 +13,10 @@ from what the commands actually print.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shutil
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,6 +67,22 @@ def _base_variant(tmp: Path, tiny_base: Path, change: Callable[[Path], None]) ->
 def _truncate_weights(base: Path) -> None:
     weights = base / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:1000])
+
+
+def _empty_tensor_of_huge_dimensions(base: Path) -> None:
+    """A tensor [0, 2^62]: no data, so every size check passes, but numpy cannot shape it."""
+    weights = base / "model.safetensors"
+    raw = weights.read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8 : 8 + n])
+    header["encoder.layer.0.huge.weight"] = {
+        "dtype": "F32",
+        "shape": [0, 2**62],
+        "data_offsets": [0, 0],
+    }
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text = text.ljust(-(-len(text) // 8) * 8)
+    weights.write_bytes(struct.pack("<Q", len(text)) + text + raw[8 + n :])
 
 
 def _pickle_only(base: Path) -> None:
@@ -192,6 +210,20 @@ CATALOG: dict[str, Case] = {
             key,
         ],
         "base/model.safetensors: header length",
+        fresh_process=True,
+    ),
+    "base-tensor-of-huge-dimensions": Case(
+        "init with a base holding an empty tensor whose dimensions multiply past 2^48",
+        lambda led, tmp, key, d: [
+            "ledger",
+            "init",
+            tmp / "n",
+            "--base",
+            _base_variant(tmp, d["tiny_base"], _empty_tensor_of_huge_dimensions),
+            "--key",
+            key,
+        ],
+        "inconsistent header entry for 'encoder.layer.0.huge.weight'",
         fresh_process=True,
     ),
     "pickle-only-model": Case(

@@ -19,7 +19,7 @@ import pytest
 
 import benchmarks.__main__ as bench
 from benchmarks import report, status, storage, throughput
-from benchmarks.common import Built, Figure, Settings, Workspace
+from benchmarks.common import STEPS, Built, Figure, Settings, Workspace
 from ledger.testing import LedgerFactory
 
 RECORDS = [{"text": "good fun movie", "label": 1}, {"text": "dull boring plot", "label": 0}]
@@ -42,7 +42,7 @@ def test_quick_harness_writes_one_json_line_and_the_docs_table(
     work.key = ledger_key
     work.bases["tiny"] = ledger_base
     led = ledger_factory(dict.fromkeys(("a", "b", "c"), RECORDS), None)
-    work.ledgers["tiny", 3] = Built(led, "tiny", {}, {})
+    work.ledgers["tiny", 3, STEPS] = Built(led, "tiny", {}, {})
     monkeypatch.setattr(bench, "workspace", lambda _settings: nullcontext(work))
     monkeypatch.setattr(
         bench,
@@ -68,7 +68,7 @@ def test_quick_harness_writes_one_json_line_and_the_docs_table(
         "merge_vs_numpy_add",
         "digest_vs_sha256_1thread",
         "retained_bytes_over_dense_tiny",
-        "mask_bits_per_param_tiny",
+        "mask_payload_bits_per_param_tiny",
         "status_vs_import_duckdb",
     } <= saved["figures"].keys()
     for name, figure in saved["figures"].items():

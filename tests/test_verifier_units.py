@@ -214,6 +214,9 @@ def test_strict_read_accounts_for_every_byte(tmp_path: Path) -> None:
             {"w": {"dtype": "F32", "shape": [2**30], "data_offsets": [0, 2**32]}}, data
         ),
         "header past the file": struct.pack("<Q", 2**40) + compact,
+        "empty tensor of huge dimensions": _safetensors(
+            {"w": {"dtype": "I64", "shape": [0, 2**62], "data_offsets": [0, 0]}}, b""
+        ),
     }
     for what, content in refused_by_both.items():
         path.write_bytes(content)
@@ -221,6 +224,19 @@ def test_strict_read_accounts_for_every_byte(tmp_path: Path) -> None:
             with pytest.raises(FormatError):
                 read_safetensors(path, one if strict else None)
             assert what
+
+
+def test_file_rewritten_after_its_header_was_checked_is_refused(tmp_path: Path) -> None:
+    """Tensors are read when used, not when the header is checked: a file replaced in
+    between (same size, other bytes) must not be read as the file that was checked."""
+    path = tmp_path / "v.safetensors"
+    save_file({"w": np.arange(6, dtype=np.int64)}, str(path))
+    tensor = read_safetensors(path, {"w": ("I64", (6,))})["w"]
+    assert tensor.array().tolist() == list(range(6))
+    save_file({"w": np.arange(6, dtype=np.int64)[::-1].copy()}, str(path.with_suffix(".new")))
+    path.with_suffix(".new").replace(path)
+    with pytest.raises(FormatError, match="changed while it was being verified"):
+        tensor.array()
 
 
 def test_sign_vector_by_hand() -> None:

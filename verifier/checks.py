@@ -37,9 +37,10 @@ from verifier.dsse import FormatError, load_public_key, parse_jcs, parse_json
 from verifier.files import entry_problem, read_regular, sha256_regular
 from verifier.keychain import ROTATION, place_of
 from verifier.ledger_reader import TEXT_CAP, UnreadableInput, read_ledger
-from verifier.tensors import I64Array, from_arrays, pack_mask, set_digest
+from verifier.tensors import pack_mask, set_digest
 from verifier.tensors import sign_violations as violations
 from verifier.trusted import check_trusted, read_trusted, remember, remembered
+from verifier.vectors import U8Array
 
 FORMAT = "ulg/ledger/v1"
 BASE_FILE_CAP = 1 << 26  # a base file other than the weights (whose header bounds them)
@@ -344,7 +345,7 @@ def check_state_digest(ctx: Context) -> None:
     setting = ctx.state_events()  # a key rotation leaves the state as it was
     last = setting[-1] if setting else {}
     want = last.get("state_digest" if len(setting) == 1 else "state_digest_after")
-    got = set_digest(from_arrays(ctx.state()))
+    got = set_digest(ctx.state_file())
     if got != want:
         raise Fail(f"state.safetensors has digest {got}, the last event says {want}")
 
@@ -358,9 +359,8 @@ def check_state_sum(ctx: Context) -> None:
         )
     if missing:
         raise Skip("vectors missing or invalid: " + ", ".join(missing))
-    q = ctx.add_into(ctx.zeros(), ctx.replay.active)
-    state = ctx.state()
-    diff = [n for n in q if not np.array_equal(q[n], state[n])]
+    state = ctx.state()  # tensor by tensor: one accumulator, never a second model
+    diff = [n for n in state if not np.array_equal(ctx.tensor_sum(n, ctx.replay.active), state[n])]
     if diff:
         raise Fail(f"Q differs from the sum of active vectors in {len(diff)} tensors ({diff[0]}…)")
 
@@ -379,10 +379,14 @@ def check_state_support(ctx: Context) -> None:
         masks = [ctx.masks(t) for t in sorted(ctx.replay.active)]
     except Fail as exc:
         raise Skip(f"a mask is unusable ({exc})") from None
-    union = {n: np.zeros((math.prod(s) + 7) // 8, dtype=np.uint8) for n, s in ctx.trainable.items()}
-    for m in masks:
-        union = {n: u | m[n] for n, u in union.items()}
-    diff = [n for n, q in ctx.state().items() if not np.array_equal(pack_mask(q), union[n])]
+
+    def union(name: str) -> U8Array:
+        out = np.zeros((math.prod(ctx.trainable[name]) + 7) // 8, dtype=np.uint8)
+        for m in masks:
+            out |= m[name]
+        return out
+
+    diff = [n for n, q in ctx.state().items() if not np.array_equal(pack_mask(q), union(n))]
     if diff:
         raise Fail(
             f"Q ≠ 0 is not the union of the active masks in {len(diff)} tensors ({diff[0]}…)"
@@ -403,21 +407,19 @@ def check_state_history(ctx: Context) -> None:
     problems, unchecked, lacking = [], [], set()
     if ctx.sum_digest(frozenset()) != ctx.init.get("state_digest"):
         problems.append("init state_digest is not the digest of the all-zero Q")
-    q: dict[str, I64Array] | None = None
-    q_set: frozenset[str] = frozenset()
+    usable = []
     for seq, active, want in ctx.replay.history:
-        if ctx.unusable(active):
-            q = None
+        if bad := ctx.unusable(active):
             unchecked.append(seq)
-            lacking |= set(ctx.unusable(active))
-            continue
-        if q is None or not q_set <= active:
-            q = ctx.zeros()
-            q_set = frozenset()
-        q, q_set = ctx.add_into(q, active - q_set), active
-        got = ctx.sum_digests.setdefault(active, set_digest(from_arrays(q)))
-        if got != want:
-            problems.append(f"event {seq}: recomputed state {got}, recorded {want}")
+            lacking |= set(bad)
+        else:
+            usable.append((seq, active, want))
+    got = ctx.sum_digests_of([active for _, active, _ in usable])
+    problems += [
+        f"event {seq}: recomputed state {g}, recorded {want}"
+        for (seq, _, want), g in zip(usable, got, strict=True)
+        if g != want
+    ]
     fail_if(problems)
     if unchecked:
         raise Skip(

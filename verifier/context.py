@@ -26,13 +26,16 @@ from verifier.keychain import ROTATION, Chain, build_chain
 from verifier.ledger_reader import LedgerDB
 from verifier.merkle import leaf_hash, prefix_roots
 from verifier.tensors import (
+    Arrays,
     I64Array,
     Tensor,
     checked_add,
     from_arrays,
     read_safetensors,
     set_digest,
+    set_hasher,
     sign_bits,
+    tensor_digest,
 )
 from verifier.vectors import StoredVector, read_vector
 
@@ -444,18 +447,18 @@ class Context:
             self._vector_problem[tid] = problem
         return self._vector_problem[tid]
 
-    def masks(self, tid: str) -> dict[str, npt.NDArray[np.uint8]]:
-        """masks/<tid> as packed arrays, once it has the packed layout, zero padding bits and
-        the mask_digest signed at add; otherwise Fail."""
+    def masks(self, tid: str) -> Mapping[str, npt.NDArray[np.uint8]]:
+        """masks/<tid> as packed arrays read when asked for, once the file has the packed
+        layout, zero padding bits and the mask_digest signed at add; otherwise Fail."""
 
-        def make() -> dict[str, npt.NDArray[np.uint8]]:
+        def make() -> Arrays:
             rel, info = f"masks/{tid}.safetensors", self.replay.tasks.get(tid)
             if info is None or not os.path.lexists(self.dir / rel):
                 raise Fail(f"{rel} is missing")
             masks = self._read(rel, "U8", packed=True)
             if set_digest(masks) != info.mask_digest:
                 raise Fail(f"{rel} does not match mask_digest")
-            arrays = {n: m.array() for n, m in masks.items()}
+            arrays = Arrays(masks)
             for n, m in arrays.items():
                 tail = math.prod(self.trainable[n]) % 8
                 if tail and m[-1] >> tail:
@@ -464,20 +467,19 @@ class Context:
 
         return self._once(f"masks/{tid}", make)
 
-    def state(self) -> dict[str, I64Array]:
-        """state.safetensors as int64 arrays of the trainable layout."""
+    def state_file(self) -> dict[str, Tensor]:
+        """state.safetensors with the trainable layout, its tensors read when used."""
+        return self._once("state", lambda: self._read("state.safetensors", "I64"))
 
-        def make() -> dict[str, I64Array]:
-            return {n: t.array() for n, t in self._read("state.safetensors", "I64").items()}
-
-        return self._once("state", make)
+    def state(self) -> Mapping[str, I64Array]:
+        return Arrays(self.state_file())
 
     def _stored(self, tid: str) -> StoredVector:
         """vectors/<tid> with its header checked, its tensors still on disk. A sift vector in
         the compact encoding lies at its mask's positions, so it needs that mask, valid."""
         rel, info = f"vectors/{tid}.safetensors", self.replay.tasks[tid]
 
-        def mask() -> dict[str, npt.NDArray[np.uint8]]:
+        def mask() -> Mapping[str, npt.NDArray[np.uint8]]:
             try:
                 return self.masks(tid)
             except Fail as exc:
@@ -491,22 +493,34 @@ class Context:
         """The int64 tensors of a usable vector (vector_problem None), decoded one at a time."""
         return self._stored(tid)
 
-    def add_into(self, q: dict[str, I64Array], tids: Iterable[str]) -> dict[str, I64Array]:
-        """In place, tensor by tensor: the peak is q and one decoded tensor, not two models."""
+    def tensor_sum(self, name: str, tids: Iterable[str], acc: I64Array | None = None) -> I64Array:
+        """acc (or zeros) plus tensor `name` of each of these (usable) vectors, exactly."""
+        total = np.zeros(self.trainable[name], dtype=np.int64) if acc is None else acc
         for tid in sorted(tids):
-            v = self.vector(tid)
-            for n in q:
-                q[n] = checked_add(q[n], v[n], f"{n} (adding task {tid})")
-        return q
-
-    def zeros(self) -> dict[str, I64Array]:
-        return {n: np.zeros(s, dtype=np.int64) for n, s in self.trainable.items()}
+            total = checked_add(total, self.vector(tid)[name], f"{name} (adding task {tid})")
+        return total
 
     def sum_digest(self, tids: frozenset[str]) -> str:
         """set_digest of the int64 sum of these (usable) vectors, memoised per task set."""
-        if tids not in self.sum_digests:
-            self.sum_digests[tids] = set_digest(from_arrays(self.add_into(self.zeros(), tids)))
-        return self.sum_digests[tids]
+        return self.sum_digests_of([tids])[0]
+
+    def sum_digests_of(self, sets: list[frozenset[str]]) -> list[str]:
+        """sum_digest of each set, computed tensor by tensor (set_digest hashes one tensor's
+        digest after another), so the peak is one accumulator tensor and one decoded tensor
+        whatever T. A set that contains the one before it adds only what is new (a ledger's
+        history of adds)."""
+        todo = [s for s in dict.fromkeys(sets) if s not in self.sum_digests]
+        hashes = {s: set_hasher(len(self.trainable)) for s in todo}
+        for name in sorted(self.trainable, key=str.encode):
+            acc, have = None, frozenset[str]()
+            for s in todo:
+                if acc is None or not have <= s:
+                    acc, have = None, frozenset()
+                acc, have = self.tensor_sum(name, s - have, acc), s
+                t = from_arrays({name: acc})[name]
+                hashes[s].update(tensor_digest(name, t.dtype, t.shape, t.raw()))
+        self.sum_digests.update({s: "sha256:" + h.hexdigest() for s, h in hashes.items()})
+        return [self.sum_digests[s] for s in sets]
 
     def unusable(self, tids: Iterable[str]) -> dict[str, str]:
         return {t: p for t in sorted(tids) if (p := self.vector_problem(t)) is not None}

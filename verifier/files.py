@@ -40,9 +40,15 @@ def entry_problem(st: os.stat_result) -> str | None:
     return None
 
 
+def identity(st: os.stat_result) -> tuple[int, ...]:
+    """What changes when a file is replaced or rewritten: a file read again later must
+    still have it, so bytes checked once are the bytes used."""
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
 @contextmanager
-def open_regular(path: Path) -> Iterator[tuple[int, int]]:
-    """(fd, size) of a plain file; O_NONBLOCK so that opening a FIFO cannot hang."""
+def open_regular(path: Path) -> Iterator[tuple[int, os.stat_result]]:
+    """(fd, stat) of a plain file; O_NONBLOCK so that opening a FIFO cannot hang."""
     try:
         fd = os.open(path, _FLAGS)
     except OSError as exc:
@@ -52,16 +58,16 @@ def open_regular(path: Path) -> Iterator[tuple[int, int]]:
         st = os.fstat(fd)
         if (problem := entry_problem(st)) is not None:
             raise FormatError(f"{shown(path)} is {problem}")
-        yield fd, st.st_size
+        yield fd, st
     finally:
         os.close(fd)
 
 
 def read_regular(path: Path, cap: int) -> bytes:
-    with open_regular(path) as (fd, size):
-        if size > cap:
-            raise FormatError(f"{shown(path)} is {size} bytes, more than {cap}")
-        return os.pread(fd, size, 0)
+    with open_regular(path) as (fd, st):
+        if st.st_size > cap:
+            raise FormatError(f"{shown(path)} is {st.st_size} bytes, more than {cap}")
+        return os.pread(fd, st.st_size, 0)
 
 
 def sha256_regular(path: Path) -> str:

@@ -10,10 +10,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import mmap
 import os
 import struct
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,10 +22,14 @@ import numpy.typing as npt
 import rfc8785
 
 from verifier.dsse import FormatError, parse_json
-from verifier.files import open_regular, shown
+from verifier.files import identity, open_regular, shown
 
 CHUNK = 16 * 1024 * 1024
 HEADER_CAP = 16 * 1024 * 1024
+# Entries a header may give one tensor, a 0 dimension counted as 1: numpy refuses to shape
+# an empty array whose other dimensions multiply past its address space (a ValueError,
+# not a FAIL line), and no real model comes near.
+MAX_ENTRIES = 2**48
 ITEMSIZE = {
     "BOOL": 1,
     "U8": 1,
@@ -61,16 +64,62 @@ Entry = tuple[str, tuple[int, ...], int, int]  # dtype, shape, data offsets
 
 
 @dataclass(frozen=True)
+class Source:
+    """A checked file, read again at each use through a fresh descriptor: no mapping and no
+    descriptor outlives a read, so memory and open files stay bounded whatever T; and a
+    file replaced or rewritten after its header was checked is refused, not read."""
+
+    path: Path
+    identity: tuple[int, ...]
+
+    def read(self, lo: int, hi: int) -> memoryview:
+        buf = np.empty(hi - lo, dtype=np.uint8).data  # not zero-filled: every byte is read
+        with open_regular(self.path) as (fd, st):
+            if identity(st) != self.identity:
+                raise FormatError(f"{shown(self.path)} changed while it was being verified")
+            got = 0
+            while got < len(buf):
+                n = os.preadv(fd, [buf[got:]], lo + got)
+                if n == 0:
+                    raise FormatError(f"{shown(self.path)}: truncated while being read")
+                got += n
+        return buf
+
+
+@dataclass(frozen=True)
 class Tensor:
     dtype: str
     shape: tuple[int, ...]
-    data: memoryview  # raw little-endian C-order bytes
+    stored: memoryview | tuple[Source, int, int]  # bytes in memory, or (file, lo, hi)
+
+    def raw(self) -> memoryview:
+        """The raw little-endian C-order bytes; a file's are read now, one tensor at once."""
+        if isinstance(self.stored, memoryview):
+            return self.stored
+        source, lo, hi = self.stored
+        return source.read(lo, hi)
 
     def array(self) -> npt.NDArray[Any]:
         if self.dtype not in NUMPY:
             raise FormatError(f"dtype {self.dtype} is not one the ledger uses")
-        arr: npt.NDArray[Any] = np.frombuffer(self.data, dtype=NUMPY[self.dtype])
+        arr: npt.NDArray[Any] = np.frombuffer(self.raw(), dtype=NUMPY[self.dtype])
         return arr.reshape(self.shape)
+
+
+class Arrays(Mapping[str, npt.NDArray[Any]]):
+    """A file's tensors as arrays, each read when asked for and not kept."""
+
+    def __init__(self, tensors: Mapping[str, Tensor]) -> None:
+        self.tensors = tensors
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.tensors)
+
+    def __len__(self) -> int:
+        return len(self.tensors)
+
+    def __getitem__(self, name: str) -> npt.NDArray[Any]:
+        return self.tensors[name].array()
 
 
 @dataclass(frozen=True)
@@ -112,7 +161,7 @@ class Tight:
 
 
 def read_safetensors(path: Path, layout: Layout | None = None) -> dict[str, Tensor]:
-    """Check the header and the file's size, then map the data; no tensor byte is read here.
+    """Check the header and the file's size; no tensor byte is read here (Source).
 
     `layout` is for the ledger's own files, which must be tight (FORMAT.md §2): exactly
     those tensors, a compact header padded to a multiple of 8, no metadata, and data in
@@ -138,7 +187,8 @@ def read_tight(path: Path, choices: Sequence[Tight]) -> tuple[Tight, dict[str, T
 
 def _read(path: Path, choices: Sequence[Tight] | None) -> tuple[Tight | None, dict[str, Tensor]]:
     name = shown(path)
-    with open_regular(path) as (fd, size):
+    with open_regular(path) as (fd, st):
+        size = st.st_size
         if size < 8:
             raise FormatError(f"{name}: truncated")
         (n,) = struct.unpack("<Q", os.pread(fd, 8, 0))
@@ -160,8 +210,10 @@ def _read(path: Path, choices: Sequence[Tight] | None) -> tuple[Tight | None, di
         end = 8 + n + max((e[3] for e in entries.values()), default=0)
         if size != end:
             raise FormatError(f"{name}: {size} bytes, but its header accounts for {end}")
-        data = memoryview(mmap.mmap(fd, size, access=mmap.ACCESS_READ))[8 + n :]
-    return chosen, {k: Tensor(d, s, data[lo:hi]) for k, (d, s, lo, hi) in entries.items()}
+    source, at = Source(path, identity(st)), 8 + n
+    return chosen, {
+        k: Tensor(d, s, (source, at + lo, at + hi)) for k, (d, s, lo, hi) in entries.items()
+    }
 
 
 def _choose(file: str, header: dict[str, Any], choices: Sequence[Tight]) -> Tight:
@@ -187,6 +239,7 @@ def _entry(file: str, name: str, info: object, tight: bool) -> Entry:
         or dtype not in ITEMSIZE
         or not isinstance(shape, list)
         or not all(type(d) is int and d >= 0 for d in shape)
+        or math.prod(max(d, 1) for d in shape) > MAX_ENTRIES
         or not isinstance(offsets, list)
         or len(offsets) != 2
         or not all(type(o) is int for o in offsets)
@@ -259,11 +312,16 @@ def tensor_digest(name: str, dtype: str, shape: Iterable[int], data: bytes | mem
     return h.digest()
 
 
+def set_hasher(count: int) -> hashlib._Hash:
+    """set_digest's hash before its first tensor digest."""
+    return hashlib.sha256(b"ulg:tensorset:v1\x00" + struct.pack("<Q", count))
+
+
 def set_digest(tensors: Mapping[str, Tensor]) -> str:
-    h = hashlib.sha256(b"ulg:tensorset:v1\x00" + struct.pack("<Q", len(tensors)))
+    h = set_hasher(len(tensors))
     for name in sorted(tensors, key=str.encode):
         t = tensors[name]
-        h.update(tensor_digest(name, t.dtype, t.shape, t.data))
+        h.update(tensor_digest(name, t.dtype, t.shape, t.raw()))
     return "sha256:" + h.hexdigest()
 
 

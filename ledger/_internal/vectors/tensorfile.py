@@ -30,6 +30,9 @@ from ledger._internal.vectors.digest import dtype_code
 Tensors = dict[str, npt.NDArray[np.generic]]
 Layout = Mapping[str, tuple[str, tuple[int, ...]]]  # name -> (safetensors dtype, shape)
 MAX_HEADER_BYTES = 1 << 24
+# Entries one tensor may claim, a 0 dimension counted as 1: numpy cannot even shape an
+# empty array whose other dimensions multiply past its address space.
+MAX_ENTRIES = 1 << 48
 Entry = tuple[str, tuple[int, ...], int, int]  # dtype, shape, data start, data end
 _NUMPY: dict[str, np.dtype[Any]] = {
     "I8": np.dtype("i1"),
@@ -125,6 +128,7 @@ def _entries(header: object, where: str) -> dict[str, Entry]:
             or dtype not in _NUMPY
             or not isinstance(shape, list)
             or not all(type(d) is int and d >= 0 for d in shape)
+            or math.prod(max(d, 1) for d in shape) > MAX_ENTRIES
             or not all(type(o) is int for o in (lo, hi))
             or not 0 <= lo <= hi
             or hi - lo != math.prod(shape) * _NUMPY[dtype].itemsize
