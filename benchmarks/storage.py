@@ -54,4 +54,4 @@ def _payload(path: Path) -> int:
     """The file's tensor data: what is left after the 8-byte length and the JSON header."""
     with path.open("rb") as handle:
         (header,) = struct.unpack("<Q", handle.read(8))
-    return path.stat().st_size - 8 - header
+    return path.stat().st_size - 8 - int(header)

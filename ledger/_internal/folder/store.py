@@ -99,8 +99,6 @@ UNION ALL SELECT 'sequence ' || sequence_name FROM duckdb_sequences()
   WHERE database_name = current_database()
 UNION ALL SELECT 'index ' || index_name FROM duckdb_indexes()
   WHERE database_name = current_database()
-UNION ALL SELECT 'macro ' || function_name FROM duckdb_functions()
-  WHERE database_name = current_database() AND NOT internal
 UNION ALL SELECT 'type ' || type_name FROM duckdb_types()
   WHERE database_name = current_database() AND NOT internal
 UNION ALL SELECT 'table ' || schema_name || '.' || table_name FROM duckdb_tables()

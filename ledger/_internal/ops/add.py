@@ -22,9 +22,6 @@ from ledger._internal.folder.ledgerdir import Ledger, open_ledger
 from ledger._internal.folder.store import Config, TaskRow, Write
 from ledger._internal.log.events import AddEvent
 from ledger._internal.log.treehead import utc_now
-from ledger._internal.model.loading import texts_cut
-from ledger._internal.training.determinism import record
-from ledger._internal.training.finetune import finetune
 from ledger._internal.training.spec import TrainSpec
 from ledger._internal.vectors import state
 from ledger._internal.vectors.codec import Int64Array
@@ -130,7 +127,14 @@ def train_task(
 
     ``add`` and every ``add-many`` worker run exactly this, so a vector cannot
     depend on which of them trained it. Returns how many texts were cut too.
+    Only this phase needs torch and transformers (seconds to import), so they are
+    imported here: add-many's committing process, which only checks and commits,
+    never loads them.
     """
+    from ledger._internal.model.loading import texts_cut
+    from ledger._internal.training.determinism import record
+    from ledger._internal.training.finetune import finetune
+
     cut = texts_cut(base_dir, dataset.texts, spec.max_length)
     tau = finetune(base_dir, dataset.texts, dataset.labels, spec, progress)
     vector = TaskVector.from_tau(tau, scale_bits, spec.method, spec.sign_seed)

@@ -443,7 +443,7 @@ def _check_batch(root: Path, entries: list[Entry], key_path: Path | None, wait: 
     from ledger._internal.data.records import load_dataset
     from ledger._internal.folder.ledgerdir import open_ledger
     from ledger._internal.ops.add import Hyper, check_request, signing_key, task_spec, tombstones
-    from ledger._internal.training.determinism import BIT_CHANGING_ENV
+    from ledger._internal.training.environ import BIT_CHANGING_ENV
 
     environ = {name: os.environ.get(name) for name in BIT_CHANGING_ENV}
     jobs: list[Job] = []
