@@ -235,6 +235,15 @@ def _minilm(*args: Any, **kwargs: Any) -> None:
     show_default=True,
     help="Keep each active task's vector so the verifier can recompute the merge without torch.",
 )
+@click.option(
+    "--rule",
+    "serving_rule",
+    default=defaults.SERVING_RULE,
+    show_default=True,
+    type=click.Choice(defaults.SERVING_RULES),
+    help="Serving rule: Q ⊙ m_task divided by |T| (mean), by each entry's contributor "
+    "count (count) or by 1 (sum); recorded, and what predict and export use.",
+)
 def init(
     directory: Path,
     base_dir: Path,
@@ -243,6 +252,7 @@ def init(
     scale_bits: int,
     threads: int,
     retain_vectors: bool,
+    serving_rule: str,
 ) -> None:
     """A new ledger in DIRECTORY over the base model."""
     from ledger._internal.ops.create import init_ledger
@@ -255,6 +265,7 @@ def init(
         scale_bits=scale_bits,
         threads=threads,
         retain_vectors=retain_vectors,
+        serving_rule=serving_rule,
     )
     click.echo(f"initialised ledger {directory}: log {log}")
 
@@ -515,12 +526,20 @@ def status(
 @click.option("--task", "task_id", required=True, help="Whose served model answers.")
 @click.option("--text", required=True, help="The text to classify.")
 @click.option("--json", "as_json", is_flag=True, help="Label, probabilities and how it was served.")
+@click.option(
+    "--rule",
+    "serving_rule",
+    default=None,
+    type=click.Choice(defaults.SERVING_RULES),
+    help="Serving rule (default: the one recorded at init).",
+)
 @_trust
 def predict(
     directory: Path,
     task_id: str,
     text: str,
     as_json: bool,
+    serving_rule: str | None,
     public_key: Path | None,
     signing_key: Path | None,
 ) -> None:
@@ -530,7 +549,7 @@ def predict(
     from ledger._internal.ops.serve import predict as run
 
     with open_ledger(directory, trusted=_trusted(public_key, signing_key)) as ledger:
-        result = run(ledger, task_id, text)
+        result = run(ledger, task_id, text, serving_rule)
     click.echo(json.dumps(result, sort_keys=True) if as_json else str(result["label"]))
     if result["served"] == UNKNOWN_TASK:
         click.echo(
@@ -544,16 +563,28 @@ def predict(
 @click.argument("directory", type=_PATH)
 @click.option("--task", "task_id", required=True, help="Whose served model to export.")
 @click.argument("out", type=_PATH)
+@click.option(
+    "--rule",
+    "serving_rule",
+    default=None,
+    type=click.Choice(defaults.SERVING_RULES),
+    help="Serving rule (default: the one recorded at init).",
+)
 @_trust
 def export(
-    directory: Path, task_id: str, out: Path, public_key: Path | None, signing_key: Path | None
+    directory: Path,
+    task_id: str,
+    out: Path,
+    serving_rule: str | None,
+    public_key: Path | None,
+    signing_key: Path | None,
 ) -> None:
     """The served model for TASK as a Hugging Face folder OUT."""
     from ledger._internal.folder.ledgerdir import open_ledger
     from ledger._internal.ops.serve import export as run
 
     with open_ledger(directory, trusted=_trusted(public_key, signing_key)) as ledger:
-        how = run(ledger, task_id, out)
+        how = run(ledger, task_id, out, serving_rule)
     click.echo(f"exported the {how} served model for {task_id} to {out}")
     _note_unchecked(ledger.key_trusted)
 

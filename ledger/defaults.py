@@ -13,3 +13,7 @@ THREADS = 2  # torch threads every fine-tune runs with (recorded, replayed)
 SIGN_SEED = 0  # the ledger's sign vector
 PRETRAIN_STEPS = 300
 PRETRAIN_BATCH_SIZE = 32
+# How the served model divides Q ⊙ m_t (ledger._internal.vectors.rules): by |T| (the
+# paper's), by each entry's contributor count, or by 1. Recorded at init.
+SERVING_RULES = ("mean", "count", "sum")
+SERVING_RULE = "mean"

@@ -539,3 +539,21 @@ def run_check(
         *certificate_checks(ctx, certificate),
         run_one("holds-now", partial(deletion_holds, ctx, certificate)),
     ]
+
+
+def run_served(
+    ledger_dir: Path,
+    task_id: str,
+    model_dir: Path,
+    public_key_pem: bytes,
+    trusted: list[tuple[str, bytes]] | None = None,
+) -> list[CheckResult]:
+    """Every audit check of the ledger (an export is only as good as the state it names),
+    then the export's card, files and weights (verifier/served.py)."""
+    from verifier.served import served_checks
+
+    ctx = _context(ledger_dir, public_key_pem)
+    results = [run_one(name, partial(fn, ctx)) for name, fn in AUDIT]
+    if trusted:
+        results.append(run_one("trusted-heads", partial(_trusted_heads, ctx, trusted, None)))
+    return results + served_checks(ctx, model_dir, task_id)

@@ -18,7 +18,7 @@ from typing import Any
 import click
 
 from verifier.ledger_reader import UnreadableInput
-from verifier.report import Report, verify_certificate, verify_ledger
+from verifier.report import Report, verify_certificate, verify_ledger, verify_served
 
 
 def _first_line(exc: Exception) -> str:
@@ -133,11 +133,39 @@ def audit(
     _report(lambda: verify_ledger(ledger_dir, public_key, trusted_heads, state_dir), as_json)
 
 
+@cli.command()
+@_ledger
+@click.option("--task", "task_id", required=True, help="The task whose served model it is.")
+@click.option(
+    "--model",
+    "model_dir",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="A folder written by `ledger export`.",
+)
+@_key
+@_trusted
+@_json
+def served(
+    ledger_dir: Path,
+    task_id: str,
+    model_dir: Path,
+    public_key: Path,
+    trusted_heads: Sequence[Path],
+    as_json: bool,
+) -> None:
+    """Verify that an exported model is exactly the ledger's served model for TASK at the
+    head its model card names: θ0 plus the serving rule applied to Q, bit for bit."""
+    _report(
+        lambda: verify_served(ledger_dir, task_id, model_dir, public_key, trusted_heads), as_json
+    )
+
+
 def main(argv: list[str] | None = None) -> Any:
     try:
         return cli.main(args=argv, prog_name="verifier", standalone_mode=False)
     except click.exceptions.NoArgsIsHelpError:
-        message = "missing command (audit or check; see verifier --help)"
+        message = "missing command (audit, check or served; see verifier --help)"
     except click.UsageError as exc:
         message = (exc.format_message().splitlines() or [""])[0]
     except click.Abort:

@@ -66,6 +66,8 @@ UNLEARN_FIELDS = names(
     "state_digest_after active_after"
 )
 READDS = "readds"  # the one optional add field: which deletions the add knowingly reverses
+SERVING_RULE = "serving_rule"  # the one optional init field (absent: "mean"; FORMAT.md §3)
+RULES = ("mean", "count", "sum")
 SPEC_FIELDS = names("method seed steps lr batch_size max_length threads sign_seed")
 NOT_RETAINED = "not retained"
 T = TypeVar("T")
@@ -233,7 +235,9 @@ def replay(events: list[dict[str, Any]], zero_digest: str | None) -> Replay:
 
 def _check_init(init: dict[str, Any]) -> None:
     w = "init event"
-    fields(init, INIT_FIELDS, w)
+    fields(init, INIT_FIELDS + ((SERVING_RULE,) if SERVING_RULE in init else ()), w)
+    if init.get(SERVING_RULE, "mean") not in RULES:
+        raise Fail(f"serving_rule is none of {', '.join(RULES)}")
     if init["kind"] != "init":
         raise Fail("event 0 is not an init event")
     get_int(init, "sign_seed", 0, JCS_INT, w)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from verifier.checks import run_audit, run_check
+from verifier.checks import run_audit, run_check, run_served
 from verifier.context import CheckResult
 from verifier.ledger_reader import TEXT_CAP, UnreadableInput
 
@@ -96,3 +96,18 @@ def verify_certificate(
     data = read_capped(certificate, "certificate")
     key = read_capped(public_key, "public key")
     return Report(tuple(run_check(ledger_dir, data, key, _kept(trusted_heads))))
+
+
+def verify_served(
+    ledger_dir: Path,
+    task_id: str,
+    model_dir: Path,
+    public_key: Path,
+    trusted_heads: Sequence[Path] = (),
+) -> Report:
+    """`verifier served`: the ledger's audit, then that ``model_dir`` (a `ledger export`) is
+    bit for bit the served model for ``task_id`` at the head its card names."""
+    key = read_capped(public_key, "public key")
+    if not model_dir.is_dir() or model_dir.is_symlink():
+        raise UnreadableInput(f"exported model {model_dir} is not a folder")
+    return Report(tuple(run_served(ledger_dir, task_id, model_dir, key, _kept(trusted_heads))))

@@ -72,6 +72,11 @@ class Ledger:
     def trainable(self) -> dict[str, tuple[int, ...]]:
         return {name: tuple(shape) for name, shape in self.init["trainable"].items()}
 
+    @property
+    def serving_rule(self) -> str:
+        """The rule recorded at init; ledgers from before the field serve by "mean"."""
+        return str(self.init.get("serving_rule", "mean"))
+
     def layout(self, dtype: str = "I64", packed: bool = False) -> Layout:
         """What a state, vector (I64) or mask (U8, bit-packed) file must hold."""
         return {

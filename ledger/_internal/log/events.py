@@ -36,6 +36,7 @@ class InitEvent(_Event):
     retain_vectors: bool
     trainable: dict[str, list[int]]
     state_digest: str
+    serving_rule: str
 
 
 @dataclass(frozen=True, kw_only=True)

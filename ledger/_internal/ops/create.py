@@ -27,6 +27,7 @@ from ledger._internal.log.merkle import leaf_hash
 from ledger._internal.log.treehead import sign_head, utc_now
 from ledger._internal.model.loading import load_model, trainable_names
 from ledger._internal.vectors.digest import set_digest
+from ledger._internal.vectors.rules import rule
 from ledger._internal.vectors.tensorfile import fsync_dir, fsync_tree, read_tensors, write_tensors
 
 # Pickle checkpoints run code when loaded: a base may hold none of them.
@@ -77,8 +78,10 @@ def init_ledger(
     scale_bits: int = defaults.SCALE_BITS,
     threads: int = defaults.THREADS,
     retain_vectors: bool = True,
+    serving_rule: str = defaults.SERVING_RULE,
 ) -> str:
     """Build the ledger in a private sibling folder, fsync it, rename it into place."""
+    rule(serving_rule)  # an unknown rule is refused before anything is written
     root = root.resolve()
     if (root / DB_NAME).exists():
         raise LedgerError(f"{root} already holds a ledger")
@@ -113,6 +116,7 @@ def init_ledger(
             retain_vectors=retain_vectors,
             trainable=trainable,
             state_digest=set_digest(zeros),
+            serving_rule=serving_rule,
         ).to_json()
         log_id = leaf_hash(canonical(init_event)).hex()
         head = sign_head(key, log_id, [bytes.fromhex(log_id)], str(init_event["time"]))

@@ -26,7 +26,7 @@ from ledger._internal.model.basemodel import build_minilm, build_tiny
 from ledger._internal.model.loading import load_model
 from ledger._internal.ops.add import add_task
 from ledger._internal.ops.create import init_ledger
-from ledger._internal.ops.serve import probabilities, served_model
+from ledger._internal.ops.serve import probabilities, served_model, serving_rule
 from ledger._internal.ops.unlearn import unlearn_task
 
 PRETRAIN_USERS = 150
@@ -111,7 +111,7 @@ def run_demo(workdir: Path, users: int, model: str = "minilm") -> None:
     scores = []
     with open_ledger(root) as ledger:
         for task in demo:
-            model, tokenizer, _ = served_model(ledger, task.task_id)
+            model, tokenizer, _ = served_model(ledger, task.task_id, serving_rule(ledger, None))
             liked = sum(r["label"] for r in task.train) / len(task.train)
             row = (
                 _majority_accuracy(task),

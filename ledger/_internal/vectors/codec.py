@@ -36,19 +36,25 @@ def quantise(tau: Mapping[str, Float32Array], scale_bits: int) -> dict[str, Int6
     return out
 
 
-def dequantise(q: Int64Array, scale_bits: int, divisor: int = 1) -> Float32Array:
-    """float32(float64(q) * 2^-k / divisor): a pure function of the integers."""
-    return (np.ldexp(q.astype(np.float64), -scale_bits) / divisor).astype(np.float32)
+def dequantise(q: Int64Array, scale_bits: int, divisor: int | Int64Array = 1) -> Float32Array:
+    """float32(float64(q) * 2^-k / float64(divisor)): IEEE operations on the integers, in
+    this order, so any implementation gets the same bits (FORMAT.md §3, "Serving")."""
+    scaled = np.ldexp(q.astype(np.float64), -scale_bits)
+    return (scaled / np.asarray(divisor, dtype=np.float64)).astype(np.float32)
 
 
 def served_delta(
-    merged: Int64Array, mask: npt.NDArray[np.bool_] | None, scale_bits: int, n_tasks: int
+    merged: Int64Array,
+    mask: npt.NDArray[np.bool_] | None,
+    scale_bits: int,
+    divisor: int | Int64Array,
 ) -> Float32Array:
-    """The serving rule (FORMAT.md §3): dequant(Q ⊙ m_t) / |T|, or Q / |T| without a mask.
+    """dequant(Q ⊙ m_t) / divisor, or Q / divisor without a mask; the divisor is the
+    serving rule's (ledger.serving: |T|, each entry's contributor count, or 1).
 
-    One function for the ledger's served model and the audits' SIFT-Masks row, so
+    One function for the ledger's served model and the audits' SIFT-Masks rows, so
     the accuracy an audit reports is that of the model the ledger serves."""
-    return dequantise(merged if mask is None else np.where(mask, merged, 0), scale_bits, n_tasks)
+    return dequantise(merged if mask is None else np.where(mask, merged, 0), scale_bits, divisor)
 
 
 _BLOCK = 1 << 17  # entries per block: the operands stay in cache for the bounds and the check
