@@ -23,13 +23,13 @@ from typing import Any
 
 import click
 
-from audits import report
+from audits import figures, report
 from audits.cache import Log, timed
-from audits.datasets import LOADERS
+from audits.datasets import LOADERS, directory_tasks, register_directory
 from audits.methods import METHODS, Context
 from audits.scoring import Scorer, accuracy, balanced_accuracy, interval, labels
 from audits.setting import Prepared, Setting, folder, prepare
-from ledger import Hyper
+from ledger import Hyper, LedgerError
 
 NAME = "accuracy_vs_tasks"
 SETTINGS = [
@@ -255,42 +255,62 @@ def write_report(
             },
         },
     )
-    width = max(12.0, 4.2 * len(results))
-    report.plot(out / f"{NAME}.png", lambda fig: _draw(fig, means), (width, 7.5))
+    _plot(out, means["balanced"])
 
 
 def _points(means: dict[str, dict[str, float]], a: str, b: str, size: str) -> str:
     return f"{100 * (means[a][size] - means[b][size]):+.1f}"
 
 
-BASELINES = ("zero-shot", "majority", "bias-only", "local-ft")
-
-
-def _draw(figure: Any, means: dict[str, dict[str, Any]]) -> None:
-    """Baselines dashed, merges solid; one legend under all panels."""
-    keys = list(means["accuracy"])
-    for row, (metric, label) in enumerate(
-        (("accuracy", "accuracy"), ("balanced", "balanced acc."))
-    ):
-        for col, key in enumerate(keys):
-            axes = figure.add_subplot(2, len(keys), row * len(keys) + col + 1)
-            for i, (method, per) in enumerate(means[metric][key].items()):
-                sizes = sorted(per, key=int)
+def _draw(figure: Any, balanced: dict[str, dict[str, dict[str, float]]]) -> None:
+    """Balanced accuracy (the question: better than each user's prior?), one panel per
+    setting; a setting run at one T shows its methods side by side instead of a line."""
+    keys = list(balanced)
+    cols = min(3, len(keys))
+    rows = -(-len(keys) // cols)
+    for i, key in enumerate(keys):
+        axes = figure.add_subplot(rows, cols, i + 1)
+        methods = figures.ordered(balanced[key])
+        sizes = sorted({int(t) for m in methods for t in balanced[key][m]})
+        if len(sizes) > 1:
+            for method in methods:
+                per = balanced[key][method]
+                ts = sorted(per, key=int)
                 axes.plot(
-                    [int(t) for t in sizes],
-                    [per[t] for t in sizes],
-                    marker="o",
-                    markersize=3,
-                    linestyle="--" if method in BASELINES else "-",
-                    color=report.colour(i),
+                    [int(t) for t in ts],
+                    [per[t] for t in ts],
                     label=method,
+                    **figures.style(method),
                 )
-            axes.set_xscale("log")
-            axes.set_xlabel("tasks merged T")
-            axes.set_ylabel(label)
-            axes.set_title(key, fontsize=9)
-    handles, names = figure.axes[0].get_legend_handles_labels()
-    figure.legend(handles, names, loc="lower center", ncol=6, fontsize=8)
+            figures.log_sizes(axes, sizes)
+        else:
+            for x, method in enumerate(methods):
+                look = {k: v for k, v in figures.style(method).items() if k != "linestyle"}
+                axes.plot([x], [balanced[key][method][str(sizes[0])]], label=method, **look)
+            axes.set_xticks(range(len(methods)))
+            axes.set_xticklabels(methods, rotation=60, ha="right", fontsize=7)
+            axes.set_xlabel(f"method (one size: T = {sizes[0]})")
+        axes.axhline(0.5, color="#dddddd", linewidth=0.8, zorder=0)
+        axes.set_ylabel("balanced accuracy")
+        axes.set_title(key, fontsize=10)
+    figures.legend_right(figure)
+    figure.suptitle(
+        "Balanced accuracy on each task's held-out rows (mean over tasks) against tasks merged",
+        fontsize=11,
+    )
+
+
+def redraw(out: Path) -> None:
+    """The figure again from the committed JSON (no cache, no training)."""
+    balanced = json.loads((out / f"{NAME}_balanced.json").read_text(encoding="utf-8"))
+    _plot(out, balanced)
+
+
+def _plot(out: Path, balanced: dict[str, dict[str, dict[str, float]]]) -> None:
+    rows = -(-len(balanced) // min(3, len(balanced)))
+    report.plot(
+        out / f"{NAME}.png", lambda fig: _draw(fig, balanced), (14, 4.2 * rows), (0, 0, 0.85, 0.95)
+    )
 
 
 @click.command()
@@ -298,17 +318,38 @@ def _draw(figure: Any, means: dict[str, dict[str, Any]]) -> None:
 @click.option("--model", type=click.Choice(["minilm", "tiny"]), default="minilm", show_default=True)
 @click.option("--only", multiple=True, help="Run only these settings (repeatable).")
 @click.option("--report-only", is_flag=True, help="Rebuild the report from the cache; run nothing.")
+@click.option("--figure-only", is_flag=True, help="Redraw the figure from the report's JSON.")
+@click.option(
+    "--tasks-dir",
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    default=None,
+    help="Run every method on these tasks instead: one JSONL file per task (fresh head).",
+)
 @click.option("--cache", type=click.Path(path_type=Path), default=Path("audits/.cache"))
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Report folder.")
 def main(
-    quick: bool, model: str, only: tuple[str, ...], report_only: bool, cache: Path, out: Path | None
+    quick: bool,
+    model: str,
+    only: tuple[str, ...],
+    report_only: bool,
+    figure_only: bool,
+    tasks_dir: Path | None,
+    cache: Path,
+    out: Path | None,
 ) -> None:
+    if figure_only:
+        redraw(out or report.default_folder(quick))
+        return
     unknown = set(only) - {s.key for s in SETTINGS}
     if unknown:
         raise click.UsageError(f"unknown setting(s) {', '.join(sorted(unknown))}")
-    chosen = [s.for_model(model) for s in SETTINGS if not (quick and s.key in EXPLORATIONS)]
-    settings = [s.quick() if quick else s for s in chosen]
-    out = out or report.default_folder(quick)
+    if tasks_dir is not None:
+        settings = [directory_setting(tasks_dir, quick).for_model(model)]
+        out = out or Path("audits/reports/tasks-dir") / tasks_dir.resolve().name
+    else:
+        chosen = [s.for_model(model) for s in SETTINGS if not (quick and s.key in EXPLORATIONS)]
+        settings = [s.quick() if quick else s for s in chosen]
+        out = out or report.default_folder(quick)
     log = Log(NAME)
     started = time.perf_counter()
     computed: list[str] = []
@@ -323,6 +364,23 @@ def main(
         log(f"{setting.key} done; report in {out}")
     if report_only:
         _report(out, settings, model, cache, computed, time.perf_counter() - started)
+
+
+def directory_setting(folder: Path, quick: bool) -> Setting:
+    """Every method on someone else's tasks: a fresh head (no pretraining pool to hold
+    out), T at the audit's sizes below the task count and at the task count itself."""
+    try:
+        usable = [t for t in directory_tasks(folder) if t.train and t.test]
+    except (ValueError, LedgerError) as exc:  # no task files, or one `ledger add` would refuse
+        raise click.UsageError(str(exc)) from None
+    if len(usable) < 2:
+        raise click.UsageError(f"{folder} has {len(usable)} usable tasks; a merge needs 2")
+    top = min(len(usable), 4) if quick else len(usable)
+    sizes = tuple(sorted({t for t in (2, 4) if quick and t <= top} | {
+        t for t in (5, 10, 25, 50, 100) if not quick and t < top
+    } | {top}))  # fmt: skip
+    hyper = Hyper(steps=2) if quick else Hyper()
+    return Setting(folder.resolve().name, register_directory(folder), False, sizes, hyper)
 
 
 def _report(

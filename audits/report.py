@@ -92,14 +92,20 @@ class Plotter(Protocol):
     def __call__(self, figure: Any) -> None: ...
 
 
-def plot(path: Path, draw: Plotter, size: tuple[float, float]) -> None:
+def plot(
+    path: Path,
+    draw: Plotter,
+    size: tuple[float, float],
+    rect: tuple[float, float, float, float] = (0, 0.08, 1, 1),
+) -> None:
+    """``rect``: the part of the figure the panels fill (the rest is for a legend)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     figure = plt.figure(figsize=size)
-    figure.set_layout_engine("tight", rect=(0, 0.08, 1, 1))
+    figure.set_layout_engine("tight", rect=rect)
     draw(figure)
     figure.savefig(path, dpi=110)
     plt.close(figure)

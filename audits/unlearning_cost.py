@@ -14,6 +14,7 @@ them to redo (from the shared fine-tune cache), never an extrapolated rate.
 from __future__ import annotations
 
 import functools
+import json
 import shutil
 import time
 from pathlib import Path
@@ -22,7 +23,7 @@ from typing import Any
 import click
 import numpy as np
 
-from audits import report
+from audits import figures, report
 from audits.accuracy_vs_tasks import SETTINGS
 from audits.cache import Log
 from audits.methods import METHODS
@@ -225,36 +226,111 @@ def write_report(out: Path, result: dict[str, Any], model: str, seconds: float) 
         "![cost against T](unlearning_cost.png)",
         "",
     ]
+    md += [
+        "![balanced accuracy against the cost of one deletion](unlearning_cost_vs_accuracy.png)",
+        "",
+        "(Accuracy from the accuracy audit's `movielens` setting, cost from this one, at the",
+        "largest T both measured.)",
+        "",
+    ]
     report.save(out, NAME, md, {NAME: {"run": info, **result}})
-    report.plot(out / f"{NAME}.png", lambda fig: _draw(fig, rows), (10, 4))
+    _plots(out, rows)
+
+
+Series = dict[tuple[tuple[int, float], ...], list[str]]  # points -> the methods that have them
+
+
+def _series(rows: dict[str, dict[str, dict[str, Any]]], field: str, scale: float) -> Series:
+    """Methods by their cost series; methods with the same series share one line and one
+    legend entry (sift-masks and its ÷count rule cost the same, as do TIES and EMR)."""
+    same: Series = {}
+    for method in figures.ordered(rows):
+        per = rows[method]
+        points = tuple((int(t), per[t][field] / scale) for t in sorted(per, key=int))
+        if min(v for _, v in points) > 0:  # log scales: a zero cost has no place
+            same.setdefault(points, []).append(method)
+    return same
 
 
 def _draw(figure: Any, rows: dict[str, dict[str, dict[str, Any]]]) -> None:
-    """Log scales, so methods whose cost is zero (nothing to delete or refit) are left out."""
+    """Cost against T on log scales; methods with no cost (nothing to refit) are left out."""
     panels = (
         ("seconds", "seconds to unlearn one task", 1.0),
-        ("storage_bytes", "storage (MB)", 1e6),
+        ("storage_bytes", "storage kept to serve T tasks (MB)", 1e6),
     )
+    sizes = sorted({int(t) for per in rows.values() for t in per})
     for col, (field, label, scale) in enumerate(panels):
         axes = figure.add_subplot(1, 2, col + 1)
-        for i, (method, per) in enumerate(rows.items()):
-            sizes = sorted(per, key=int)
-            values = [per[t][field] / scale for t in sizes]
-            if min(values) <= 0:
-                continue
+        for points, methods in _series(rows, field, scale).items():
             axes.plot(
-                [int(t) for t in sizes],
-                values,
-                marker="o",
-                markersize=3,
-                color=report.colour(i),
-                label=method,
+                [t for t, _ in points],
+                [v for _, v in points],
+                label=" = ".join(methods),
+                **figures.style(methods[0]),
             )
-        axes.set_xscale("log")
+        figures.log_sizes(axes, sizes)
         axes.set_yscale("log")
-        axes.set_xlabel("tasks merged T")
         axes.set_ylabel(label)
-        axes.legend(fontsize=7)
+        axes.set_title(label.split(" (")[0], fontsize=10)
+        axes.legend(fontsize=7, loc="best")
+    figure.suptitle("What deleting one task costs each method (MiniLM, MovieLens)", fontsize=11)
+
+
+ZERO_COST = 0.01  # seconds: where methods with nothing to redo sit on the log axis
+
+
+def draw_tradeoff(
+    figure: Any, cost: dict[str, dict[str, dict[str, Any]]], balanced: dict[str, float], size: str
+) -> None:
+    """Accuracy against what one deletion costs, one point per method at one T."""
+    axes = figure.add_subplot(1, 1, 1)
+    placed: list[tuple[float, float]] = []
+    for method in figures.ordered(set(cost) & set(balanced)):
+        seconds, score = max(cost[method][size]["seconds"], ZERO_COST), balanced[method]
+        look = {k: v for k, v in figures.style(method).items() if k != "linestyle"}
+        axes.plot([seconds], [score], linestyle="none", label=method, **look)
+        # a label whose point is near one already labelled goes below it instead
+        near = any(abs(np.log10(seconds / x)) < 0.3 and abs(score - y) < 0.01 for x, y in placed)
+        axes.annotate(
+            method, (seconds, score), textcoords="offset points",
+            xytext=(6, -10 if near else 3), fontsize=7,
+        )  # fmt: skip
+        placed.append((seconds, score))
+    axes.set_xscale("log")
+    axes.axvline(ZERO_COST, color="#dddddd", linewidth=0.8, zorder=0)
+    axes.set_xlabel(
+        f"seconds to unlearn one task at T = {size} (log; {ZERO_COST} s: nothing to redo)"
+    )
+    axes.set_ylabel("balanced accuracy")
+    axes.set_title(
+        f"Balanced accuracy against the cost of one deletion, MovieLens, T = {size}", fontsize=10
+    )
+
+
+def redraw(out: Path) -> None:
+    """Both figures again from the committed JSON of this audit and the accuracy audit."""
+    result = json.loads((out / f"{NAME}.json").read_text(encoding="utf-8"))
+    _plots(out, result["methods"])
+
+
+def _plots(out: Path, rows: dict[str, dict[str, dict[str, Any]]]) -> None:
+    report.plot(out / f"{NAME}.png", lambda fig: _draw(fig, rows), (11, 4.5), (0, 0, 1, 0.93))
+    accuracy = out / "accuracy_vs_tasks_balanced.json"
+    if not accuracy.is_file():
+        return
+    balanced = json.loads(accuracy.read_text(encoding="utf-8")).get("movielens", {})
+    shared = sorted(
+        {t for per in rows.values() for t in per} & {t for per in balanced.values() for t in per},
+        key=int,
+    )
+    if shared:
+        at = shared[-1]
+        report.plot(
+            out / f"{NAME}_vs_accuracy.png",
+            lambda fig: draw_tradeoff(fig, rows, {m: v[at] for m, v in balanced.items()}, at),
+            (7.5, 5),
+            (0, 0, 1, 1),
+        )
 
 
 @click.command()
@@ -262,7 +338,11 @@ def _draw(figure: Any, rows: dict[str, dict[str, dict[str, Any]]]) -> None:
 @click.option("--model", type=click.Choice(["minilm", "tiny"]), default="minilm", show_default=True)
 @click.option("--cache", type=click.Path(path_type=Path), default=Path("audits/.cache"))
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Report folder.")
-def main(quick: bool, model: str, cache: Path, out: Path | None) -> None:
+@click.option("--figure-only", is_flag=True, help="Redraw the figures from the reports' JSON.")
+def main(quick: bool, model: str, cache: Path, out: Path | None, figure_only: bool) -> None:
+    if figure_only:
+        redraw(out or report.default_folder(quick))
+        return
     setting = SETTINGS[0].for_model(model)
     setting = setting.quick() if quick else setting
     sizes = QUICK_SIZES if quick else SIZES

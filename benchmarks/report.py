@@ -1,7 +1,7 @@
 """``python -m benchmarks.report [--check]``: docs/MEASUREMENTS.md's figures from the reports.
 
 The table between ``<!-- benchmarks:begin -->`` and ``<!-- benchmarks:end -->``
-is written from benchmarks/reports/{full,quick}.json and nothing else, so a
+is written from benchmarks/reports/{full,quick,scale}.json and nothing else, so a
 number in the docs always traces to a run's JSON (its command, machine, date
 and commit come along). --check exits 1 when the docs are out of date instead
 of rewriting them.
@@ -49,6 +49,39 @@ def render_run(report: Mapping[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+def scale_table(runs: Sequence[Mapping[str, Any]]) -> list[str]:
+    """One row per step of each model's scale run (benchmarks/scale.py)."""
+    lines = [
+        "| model | T | step | wall s | peak RSS MiB | disk MiB |",
+        "|---|---:|---|---:|---:|---:|",
+    ]
+    for r in runs:
+        lines += [
+            f"| {r['model']} | {r['tasks']} | {s['step']} | {s['wall_s']} "
+            f"| {s['peak_rss_MiB']} | {s['disk_MiB']} |"
+            for s in r["steps"]
+        ]
+    return lines
+
+
+def render_scale(report: Mapping[str, Any]) -> list[str]:
+    machine = report["machine"]
+    return [
+        "### Scale run",
+        "",
+        f"- command: `{report['command']}` ({report['wall_s']} s wall)",
+        f"- date: {report['date']}; code: commit {report['git_commit']}",
+        f"- machine: {machine['cores']} cores, {machine['cpu']}, {machine['memory_GiB']} GiB, "
+        f"Python {machine['python']}, torch {machine['torch']}",
+        "- each step is one fresh process, as an operator runs it; peak RSS is that "
+        "process's (add-many: its largest worker's or its own); disk is the ledger "
+        "folder after the step",
+        "",
+        *scale_table(report["runs"]),
+        "",
+    ]
+
+
 def render(reports: Sequence[Mapping[str, Any]]) -> str:
     lines = [
         BEGIN,
@@ -56,15 +89,15 @@ def render(reports: Sequence[Mapping[str, Any]]) -> str:
         "",
     ]
     for report in reports:
-        lines += render_run(report)
+        lines += render_scale(report) if "runs" in report else render_run(report)
     if not reports:
         lines += ["No report yet: run `make bench` or `make bench-quick`.", ""]
     return "\n".join([*lines, END])
 
 
 def load_reports(folder: Path = REPORTS) -> list[dict[str, Any]]:
-    """The full run first (the larger sizes), then the quick one."""
-    paths = [folder / "full.json", folder / "quick.json"]
+    """The full run first (the larger sizes), then the quick one, then the scale run."""
+    paths = [folder / "full.json", folder / "quick.json", folder / "scale.json"]
     return [json.loads(p.read_text(encoding="utf-8")) for p in paths if p.is_file()]
 
 

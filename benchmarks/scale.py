@@ -24,6 +24,7 @@ from typing import Any
 
 from benchmarks.__main__ import REPORTS, run_info
 from benchmarks.common import BIN, peak_rss
+from benchmarks.report import scale_table
 
 
 def _disk(folder: Path) -> int:
@@ -105,20 +106,6 @@ def run_model(work: Path, model: str, tasks: int) -> dict[str, Any]:
     return {"model": model, "tasks": tasks, "steps": rows}
 
 
-def table(runs: list[dict[str, Any]]) -> str:
-    lines = [
-        "| model | T | step | wall s | peak RSS MiB | disk MiB |",
-        "|---|---:|---|---:|---:|---:|",
-    ]
-    for r in runs:
-        for s in r["steps"]:
-            lines.append(
-                f"| {r['model']} | {r['tasks']} | {s['step']} | {s['wall_s']} "
-                f"| {s['peak_rss_MiB']} | {s['disk_MiB']} |"
-            )
-    return "\n".join(lines)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.scale", description=__doc__)
     parser.add_argument("--tiny-tasks", type=int, default=500)
@@ -143,8 +130,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{report['git_commit']}\n\nMachine: `{json.dumps(report['machine'])}`\n\n"
         "Each step is one fresh process; disk is the ledger folder after the step.\n\n"
     )
-    args.out.with_suffix(".md").write_text(head + table(runs) + "\n", encoding="utf-8")
-    print(table(runs))
+    table = "\n".join(scale_table(runs))
+    args.out.with_suffix(".md").write_text(head + table + "\n", encoding="utf-8")
+    print(table)
     return 0
 
 

@@ -12,5 +12,15 @@ from ledger._internal.data.corpora import (
     split,
     write_jsonl,
 )
+from ledger._internal.data.records import Dataset, load_dataset
 
-__all__ = ["Record", "Task", "movielens_tasks", "package_file", "split", "write_jsonl"]
+__all__ = [
+    "Dataset",
+    "Record",
+    "Task",
+    "load_dataset",
+    "movielens_tasks",
+    "package_file",
+    "split",
+    "write_jsonl",
+]

@@ -19,6 +19,7 @@ from audits.methods.emr import task_delta, unified
 from audits.methods.tall_masks import masked
 from audits.methods.ties import merge, trimmed
 from audits.scoring import balanced_accuracy, interval
+from ledger.data import movielens_tasks, write_jsonl
 
 f32 = np.float32
 NAMES = [
@@ -160,3 +161,22 @@ def test_unknown_setting_is_a_usage_error(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "unknown setting" in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_tasks_dir_runs_every_method_on_outside_tasks(tmp_path: Path) -> None:
+    """Three task files nobody here tuned on: every method scored at T = 2 and 3."""
+    tasks_dir = tmp_path / "outside"
+    tasks_dir.mkdir()
+    for task in movielens_tasks()[:3]:
+        write_jsonl(tasks_dir / f"{task.task_id}.jsonl", task.train + task.test)
+    result = _run("accuracy_vs_tasks", tmp_path, "--tasks-dir", str(tasks_dir))
+    assert result.returncode == 0, result.stderr
+    balanced = json.loads((tmp_path / "out" / "accuracy_vs_tasks_balanced.json").read_text())
+    assert list(balanced) == ["outside"]
+    assert sorted(balanced["outside"]) == sorted(NAMES)
+    assert all(set(by_size) == {"2", "3"} for by_size in balanced["outside"].values())
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    refused = _run("accuracy_vs_tasks", tmp_path, "--tasks-dir", str(empty))
+    assert refused.returncode == 2 and "holds no *.jsonl task files" in refused.stderr
