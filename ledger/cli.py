@@ -738,7 +738,13 @@ def rotate_key(directory: Path, old_key: Path, new_key: Path, wait: float) -> No
 
 @cli.command()
 @click.option("--workdir", default=Path("demo-work"), show_default=True, type=_PATH)
-@click.option("--users", default=8, show_default=True, type=click.IntRange(2, 50))
+@click.option(
+    "--users",
+    default=8,
+    show_default=True,
+    type=click.IntRange(2, 50),
+    help="Tasks to merge (MovieLens genre detectors, one genre each up to eight).",
+)
 @click.option(
     "--model",
     default="minilm",
@@ -747,7 +753,7 @@ def rotate_key(directory: Path, old_key: Path, new_key: Path, wait: float) -> No
     help="tiny: the test model, for a smoke run in seconds.",
 )
 def demo(workdir: Path, users: int, model: str) -> None:
-    """The whole path on MiniLM and real MovieLens users, verifier included."""
+    """The whole path on MiniLM: heterogeneous tasks merged, served, unlearned, verified."""
     from ledger._internal.ops.demo import run_demo
 
     run_demo(workdir, users, model)

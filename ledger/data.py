@@ -12,12 +12,15 @@ from ledger._internal.data.corpora import (
     split,
     write_jsonl,
 )
+from ledger._internal.data.genres import GenreTask, genre_tasks
 from ledger._internal.data.records import Dataset, load_dataset
 
 __all__ = [
     "Dataset",
+    "GenreTask",
     "Record",
     "Task",
+    "genre_tasks",
     "load_dataset",
     "movielens_tasks",
     "package_file",

@@ -113,7 +113,7 @@ def _card(out: Path, change: Callable[[dict[str, object]], None]) -> None:
     at = next(i for i, line in enumerate(lines) if line.startswith("ledger: "))
     fields = json.loads(lines[at].removeprefix("ledger: "))
     change(fields)
-    lines[at] = "ledger: " + json.dumps(fields, ensure_ascii=False)
+    lines[at] = "ledger: " + json.dumps(fields)  # \u escapes: a lone surrogate stays text
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
@@ -126,6 +126,53 @@ def _symlinked_weights(out: Path) -> None:
     shutil.copy(out / "model.safetensors", honest)
     (out / "model.safetensors").unlink()
     (out / "model.safetensors").symlink_to(honest)
+
+
+def _upper_root(out: Path) -> None:
+    _card(out, lambda f: f.__setitem__("root", str(f["root"]).upper()))
+
+
+def _event_as_a_boolean(out: Path) -> None:
+    """A boolean where the ledger wrote the event's number (compared as JSON, not by ==)."""
+    _card(out, lambda f: f["unlearned"][0].__setitem__("event", True))  # type: ignore[index]
+
+
+def _quoted_duplicate(out: Path) -> None:
+    """A second `"ledger":` line: YAML (last one wins) reads it, a line reader might not."""
+    path = out / "README.md"
+    lines = path.read_text(encoding="utf-8").splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("ledger: "))
+    lines.insert(at + 1, '"ledger": ' + lines[at].removeprefix("ledger: ").replace('"c"', '"x"'))
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _not_utf8(out: Path) -> None:
+    path = out / "README.md"
+    path.write_bytes(path.read_bytes().replace(b"# The served", b"# The \xff served"))
+
+
+def _tokenizer_cased(out: Path) -> None:
+    """do_lower_case off: every upper-case word becomes [UNK], same weights."""
+    path = out / "tokenizer_config.json"
+    config = json.loads(path.read_text(encoding="utf-8"))
+    config["do_lower_case"] = False
+    path.write_text(json.dumps(config), encoding="utf-8")
+
+
+def _sparse_tokenizer(out: Path) -> None:
+    """A tokenizer.json of 4 GiB on disk as a hole: refused by its size, never hashed."""
+    with (out / "tokenizer.json").open("r+b") as handle:
+        handle.truncate(1 << 32)
+
+
+def _metadata_stash(out: Path) -> None:
+    """A deleted vector's bytes kept in the weights file's __metadata__ (safetensors loads it)."""
+    path = out / "model.safetensors"
+    n, header = _header(path)
+    header["__metadata__"] = {"format": "pt", "kept": "00" * 64}
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    path.write_bytes(struct.pack("<Q", len(text)) + text + path.read_bytes()[8 + n :])
 
 
 def _plant(out: Path, name: str) -> None:
@@ -151,20 +198,35 @@ ATTACKS: dict[str, tuple[Callable[[Path], None], str, str]] = {
         "differs from θ0",
     ),
     "card-claims-another-rule": (_set("serving_rule", "sum"), "served-weights", "`sum` rule"),
-    "card-names-an-unknown-rule": (_set("serving_rule", "median"), "served-card", "none of"),
+    "card-names-an-unknown-rule": (
+        _set("serving_rule", "median"),
+        "served-card",
+        "serving_rule is",
+    ),
     "card-names-an-older-head": (_set("tree_size", 2), "served-card", "not in this log"),
-    "card-root-not-hex": (_set("root", "zz"), "served-card", "not in this log"),
-    "card-of-another-task": (_set("task", "b"), "served-card", "not 'a''s"),
-    "card-of-another-ledger": (_set("log_id", "00" * 32), "served-card", "another ledger"),
+    "card-root-not-hex": (_set("root", "zz"), "served-card", "64 hex digits"),
+    "card-root-in-capitals": (_upper_root, "served-card", "64 hex digits"),
+    "card-of-another-task": (_set("task", "b"), "served-card", "task is"),
+    "card-of-another-ledger": (_set("log_id", "00" * 32), "served-card", "log_id is"),
+    "card-event-as-a-boolean": (_event_as_a_boolean, "served-card", "unlearned is"),
+    "card-quoted-duplicate-ledger-key": (_quoted_duplicate, "served-card", "not one new"),
+    "card-not-utf8": (_not_utf8, "served-card", "not UTF-8"),
     "card-hides-an-active-task": (_set("active_tasks", ["a"]), "served-card", "active_tasks"),
     "card-field-added": (_set("note", "x"), "served-card", "exactly the fields"),
     "card-hides-an-unlearned-task": (_set("unlearned", []), "served-card", "unlearned"),
     "adapter-planted": (
         lambda out: _plant(out, "adapter_config.json"),
         "served-files",
-        "adapter_config.json is not a file",
+        "'adapter_config.json' is not a file",
     ),
-    "config-relabelled": (_config_relabelled, "served-files", "config.json is not the base's"),
+    "config-relabelled": (_config_relabelled, "served-files", "'config.json' is not the base's"),
+    "tokenizer-config-uncased-off": (
+        _tokenizer_cased,
+        "served-files",
+        "'tokenizer_config.json' is not the base's",
+    ),
+    "tokenizer-grown-sparse": (_sparse_tokenizer, "served-files", "its size differs"),
+    "weights-metadata-stash": (_metadata_stash, "served-weights", "header"),
     "weights-symlinked": (_symlinked_weights, "served-files", "symbolic link"),
 }
 
@@ -179,6 +241,56 @@ def test_an_attack_on_the_export_fails_its_check(
     change(out)
     status, detail = _status(_served(led, "a", out, ledger_key))[check]
     assert status == "FAIL" and why in detail, (status, detail)
+
+
+def test_an_export_whose_head_cannot_be_rebuilt_is_not_verified(
+    ledger_factory: LedgerFactory, ledger_key: Path, tmp_path: Path
+) -> None:
+    """Exported while b was active, then b unlearned: Q at that head needs b's deleted
+    vector, so the weights cannot be checked, and any bytes there must not pass."""
+    led = ledger_factory({"a": A, "b": B}, [("add", "a"), ("add", "b")])
+    out = tmp_path / "export"
+    ledger_ok("export", led, "--task", "a", out)
+    data = tmp_path / "b.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in B), encoding="utf-8")
+    ledger_ok("unlearn", led, "--task", "b", "--data", data, "--certificate", tmp_path / "b.c")
+    n, _ = _header(out / "model.safetensors")
+    raw = (out / "model.safetensors").read_bytes()
+    (out / "model.safetensors").write_bytes(raw[: 8 + n] + b"\x41" * (len(raw) - 8 - n))
+    report = _served(led, "a", out, ledger_key)
+    status, detail = _status(report)["served-weights"]
+    assert not report.ok and status == "FAIL" and "cannot be verified" in detail, detail
+
+
+def test_q_is_checked_as_it_is_used(
+    led: Path, exported: Path, ledger_key: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A state file that reads differently the second time (a FUSE mount, a writer in
+    place): the weights check digests the very Q it serves from."""
+    from verifier.context import Context
+
+    honest = Context.state
+
+    def shifted(self: Context) -> dict[str, object]:
+        return {n: q + 1 for n, q in honest(self).items()}
+
+    monkeypatch.setattr(Context, "state", shifted)
+    status, detail = _status(_served(led, "a", exported, ledger_key))["served-weights"]
+    assert status == "FAIL" and "Q as read here is not the signed state" in detail, detail
+
+
+def test_a_name_no_terminal_can_print_is_escaped(
+    led: Path, exported: Path, ledger_key: Path, tmp_path: Path
+) -> None:
+    """A root holding a lone surrogate (valid JSON, not UTF-8): a FAIL line, no traceback."""
+    out = tmp_path / "export"
+    shutil.copytree(exported, out)
+    _card(out, lambda f: f.__setitem__("task", "\ud800"))
+    done = run_cli(
+        "verifier", "served", "--ledger", led, "--task", "a", "--model", out,
+        "--public-key", f"{ledger_key}.pub",
+    )  # fmt: skip
+    assert done.code == 1 and "Traceback" not in done.err and "\\ud800" in done.out, done.err
 
 
 def test_an_export_that_is_not_a_folder_is_one_error_line(led: Path, ledger_key: Path) -> None:

@@ -17,17 +17,19 @@ from typing import Any
 
 import click
 
+from verifier.context import printable
 from verifier.ledger_reader import UnreadableInput
 from verifier.report import Report, verify_certificate, verify_ledger, verify_served
 
 
 def _first_line(exc: Exception) -> str:
-    return (str(exc).strip().splitlines() or [""])[0]
+    return printable((str(exc).strip().splitlines() or [""])[0])
 
 
 def _report(run: Callable[[], Report], as_json: bool) -> None:
     try:
         report = run()
+        _print(report, as_json)
     except UnreadableInput as exc:
         click.echo(f"error: {_first_line(exc)}", err=True)
         sys.exit(1)
@@ -37,12 +39,6 @@ def _report(run: Callable[[], Report], as_json: bool) -> None:
             err=True,
         )
         sys.exit(1)
-    if as_json:
-        click.echo(json.dumps(report.to_json(), indent=2))
-    else:
-        for r in report.results:
-            click.echo(r.line())
-        click.echo(report.summary())
     failed = report.failures
     if failed:
         first = failed[0].line().removeprefix("FAIL: ")
@@ -50,6 +46,15 @@ def _report(run: Callable[[], Report], as_json: bool) -> None:
             f"error: verification failed: {len(failed)} check(s) failed, first {first}", err=True
         )
         sys.exit(1)
+
+
+def _print(report: Report, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(report.to_json(), indent=2))
+    else:
+        for r in report.results:
+            click.echo(r.line())
+        click.echo(report.summary())
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

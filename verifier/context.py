@@ -80,11 +80,22 @@ class CheckResult:
     detail: str = ""
 
     def line(self) -> str:
-        if self.status == "ok":
-            return f"ok: {self.name}" + (
-                f": {' '.join(self.detail.split())}" if self.detail else ""
-            )
-        return f"{self.status}: {self.name}: {' '.join(self.detail.split())}"  # one line
+        """One printable line: a name from the folder may hold any code point (a lone
+        surrogate, a control character) that the terminal's encoding cannot print."""
+        detail = " ".join(self.detail.split())
+        return printable(f"{self.status}: {self.name}" + (f": {detail}" if detail else ""))
+
+
+def printable(text: str) -> str:
+    """The text, or its ASCII escape when it holds what a terminal cannot print (a lone
+    surrogate from a file name, a control character): a report line never raises."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("ascii", "backslashreplace").decode("ascii")
+    if text.isprintable():
+        return text
+    return text.encode("ascii", "backslashreplace").decode("ascii")
 
 
 class Fail(Exception):

@@ -12,8 +12,10 @@ that head's signed state digest).
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import re
 from collections.abc import Callable, Mapping
 from functools import partial
 from pathlib import Path
@@ -23,6 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from verifier.context import (
+    HEX_RE,
     RULES,
     SERVING_RULE,
     CheckResult,
@@ -33,42 +36,52 @@ from verifier.context import (
     get_int,
     names,
     run_one,
+    same_json,
 )
 from verifier.dsse import FormatError, parse_json
 from verifier.files import entry_problem, read_regular, sha256_regular
-from verifier.tensors import I64Array, read_safetensors, set_digest
+from verifier.tensors import (
+    I64Array,
+    Tight,
+    from_arrays,
+    read_tight,
+    set_hasher,
+    tensor_digest,
+)
 
 CARD_CAP = 1 << 16
 CARD_FIELDS = names(
     "log_id tree_size root task vector_digest served serving_rule state_digest "
     "active_tasks unlearned"
 )
-# What `ledger export` writes (save_pretrained of the model and its tokenizer, and the card).
-EXPORT_FILES = {
-    "README.md",
-    "config.json",
-    "model.safetensors",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "vocab.txt",
-}
-PINNED = ("config.json", "tokenizer.json")  # must be the base's own bytes (base_files)
+# What `ledger export` writes besides the base's own files (FORMAT.md §12).
+CARD = "README.md"
+WEIGHTS = "model.safetensors"
+CARD_KEYS = ("library_name", "pipeline_tag", "tags", "base_model_digest", "ledger")
+KEY_RE = re.compile(r"[a-z_]+")
+EXPORT_METADATA = {"format": "pt"}  # the one __metadata__ save_pretrained writes
 F32Array = npt.NDArray[np.float32]
 
 
 def read_card(model_dir: Path) -> dict[str, Any]:
-    """The front matter of README.md: one `key: JSON` per line between two `---` lines."""
-    text = read_regular(model_dir / "README.md", CARD_CAP).decode("utf-8", errors="replace")
+    """The front matter of README.md: between a first line `---` and the next, exactly
+    the lines `key: JSON` of CARD_KEYS, once each (a duplicate or a quoted key is what a
+    YAML reader would take instead of the line this one checks)."""
+    try:
+        text = read_regular(model_dir / CARD, CARD_CAP).decode("utf-8")
+    except UnicodeDecodeError:
+        raise Fail("README.md is not UTF-8") from None
     lines = text.splitlines()
     if not lines or lines[0] != "---" or "---" not in lines[1:]:
         raise Fail("README.md has no front matter between two --- lines")
     card: dict[str, Any] = {}
     for line in lines[1 : lines.index("---", 1)]:
         key, sep, value = line.partition(": ")
-        if not sep or key in card:
+        if not sep or not KEY_RE.fullmatch(key) or key in card:
             raise Fail(f"README.md front matter line {line[:60]!r} is not one new `key: JSON`")
         card[key] = parse_json(value.encode("utf-8"), f"README.md {key}")
+    if sorted(card) != sorted(CARD_KEYS):
+        raise Fail(f"README.md front matter must have exactly the keys {list(CARD_KEYS)}")
     return card
 
 
@@ -92,13 +105,9 @@ class Served:
         """(size, tasks active at that head, its state digest) of the head the card names."""
         c, ctx = self.card(), self.ctx
         size, root = c["tree_size"], c["root"]
-        if type(size) is not int or not isinstance(root, str):
-            raise Fail("the card's tree_size and root are not an integer and a hex string")
-        try:
-            in_log = ctx.in_log(size, bytes.fromhex(root))
-        except ValueError:
-            in_log = False
-        if not in_log:
+        if type(size) is not int or not isinstance(root, str) or not HEX_RE.fullmatch(root):
+            raise Fail("the card's tree_size and root are not an integer and 64 hex digits")
+        if not ctx.in_log(size, bytes.fromhex(root)):
             raise Fail(f"the card's head (size {size}, root {root[:16]}…) is not in this log")
         active, digest = frozenset[str](), str(ctx.init.get("state_digest"))
         for seq, now, want in ctx.replay.history:
@@ -111,36 +120,45 @@ class Served:
         c, ctx = self.card(), self.ctx
         size, active, digest = self.head()
         info = ctx.replay.tasks.get(self.task_id)
-        problems = []
-        if c["log_id"] != ctx.log_id:
-            problems.append("log_id is another ledger's")
-        if c["task"] != self.task_id:
-            problems.append(f"the card is task {c['task']!r}'s, not {self.task_id!r}'s")
-        if c["base_model_digest"] != ctx.init.get("base_digest"):
+        problems: list[str] = []
+        expect = {
+            "log_id": ctx.log_id,
+            "task": self.task_id,
+            "serving_rule": c["serving_rule"] if c["serving_rule"] in RULES else None,
+            "state_digest": digest,
+            "active_tasks": sorted(active),
+            "served": self.how(active),
+            "vector_digest": info.vector_digest if info is not None else None,
+            "unlearned": self.unlearned(size),
+        }
+        for name, want in expect.items():
+            if not same_json(c[name], want):
+                problems.append(f"{name} is {_short(c[name])}, at that head {_short(want)}")
+        if not same_json(c["base_model_digest"], ctx.init.get("base_digest")):
             problems.append("base_model_digest is not the ledger's base_digest")
-        if c["serving_rule"] not in RULES:
-            problems.append(f"serving_rule {c['serving_rule']!r} is none of {', '.join(RULES)}")
-        if c["state_digest"] != digest:
-            problems.append(f"state_digest is not that of the head of size {size}")
-        if c["active_tasks"] != sorted(active):
-            problems.append(f"active_tasks are not those active at the head of size {size}")
-        if c["served"] != self.how(active):
-            problems.append(f"served is {c['served']!r}; at that head it is {self.how(active)!r}")
-        if c["vector_digest"] != (info.vector_digest if info is not None else None):
-            problems.append("vector_digest is not the task's")
-        gone = [
-            {"task": t, "event": seq, "certificate": f"certificates/{seq}.dsse.json"}
-            for seq, t in sorted(
-                (i.unlearn_seq, t) for t, i in ctx.replay.tasks.items() if i.unlearn_seq is not None
-            )
-            if seq < size
-        ]
-        if c["unlearned"] != gone:
-            problems.append(f"unlearned is not the tasks unlearned by the head of size {size}")
         fail_if(problems)
         recorded = ctx.init.get(SERVING_RULE, "mean")
-        other = "" if c["serving_rule"] == recorded else f", not the ledger's own ({recorded})"
-        return f"head {size}, rule {c['serving_rule']}{other}"
+        notes = [f"head {size}", f"rule {c['serving_rule']}"]
+        if c["serving_rule"] != recorded:
+            notes.append(f"not the ledger's own ({recorded})")
+        if size < len(ctx.roots):
+            since = [u["task"] for u in self.unlearned(len(ctx.roots)) if u["event"] >= size]
+            notes.append(f"the log is now at {len(ctx.roots)}")
+            if since:
+                notes.append(f"unlearned since: {', '.join(since)}")
+        if info is None:
+            notes.append("a task id this log never added")
+        return "; ".join(notes)
+
+    def unlearned(self, size: int) -> list[dict[str, Any]]:
+        """The card's `unlearned` entries at a head of this size, in event order."""
+        tasks = self.ctx.replay.tasks
+        gone = sorted((i.unlearn_seq, t) for t, i in tasks.items() if i.unlearn_seq is not None)
+        return [
+            {"task": t, "event": seq, "certificate": f"certificates/{seq}.dsse.json"}
+            for seq, t in gone
+            if seq < size
+        ]
 
     def how(self, active: frozenset[str]) -> str:
         """What the ledger calls this task's served model at a head with these tasks."""
@@ -153,53 +171,63 @@ class Served:
         return "masked" if masked else "unmasked"
 
     def check_files(self) -> None:
-        """Only an export's files, plain ones; config and tokenizer byte for byte the base's."""
-        problems = []
+        """Exactly the base's files (its weights rebuilt) and the card, plain files; every
+        base file but the weights byte for byte the base's (base_files): a tokenizer or
+        config file changes what the model answers as surely as a weight does."""
+        ctx, problems = self.ctx, []
+        files = ctx.init.get("base_files")
+        pinned = {n: h for n, h in (files if isinstance(files, dict) else {}).items()}
         names = sorted(os.listdir(self.dir))
         for name in names:
-            st = os.lstat(self.dir / name)
-            if name not in EXPORT_FILES:
-                problems.append(f"{name} is not a file `ledger export` writes")
-            elif (problem := entry_problem(st)) is not None:
-                problems.append(f"{name} is {problem}")
-        files = self.ctx.init.get("base_files")
-        pinned = files if isinstance(files, dict) else {}
-        for name in PINNED:
-            if name in pinned and name in names and sha256_regular(self.dir / name) != pinned[name]:
-                problems.append(f"{name} is not the base's (base_files)")
-            elif name in pinned and name not in names:
-                problems.append(f"{name} is missing")
+            if name != CARD and name not in pinned:
+                problems.append(f"{name!r} is not a file `ledger export` writes")
+            elif (problem := entry_problem(os.lstat(self.dir / name))) is not None:
+                problems.append(f"{name!r} is {problem}")
+        for name, digest in sorted(pinned.items()):
+            if name == WEIGHTS:
+                continue
+            if name not in names:
+                problems.append(f"{name!r} is missing")
+            elif os.lstat(self.dir / name).st_size != os.lstat(ctx.dir / "base" / name).st_size:
+                problems.append(f"{name!r} is not the base's (its size differs)")  # before hashing
+            elif sha256_regular(self.dir / name) != digest:
+                problems.append(f"{name!r} is not the base's (base_files)")
         fail_if(problems)
 
     def check_weights(self) -> str:
-        """model.safetensors: θ0's tensors, each trainable one θ0 + the rule's δ, bit for bit."""
+        """model.safetensors: θ0's tensors, each trainable one θ0 + the rule's δ, bit for bit.
+        θ0 and Q are digested from the very bytes used and compared with the signed digests
+        at the end, so a file that changes between two reads cannot pass."""
         ctx, rule = self.ctx, self.card()["serving_rule"]
         size, active, digest = self.head()
-        q_of = self._state_at(active, digest)
+        q_of = self._state_at(active)
         mask_of, counts_of = self._masks(active, rule)
-        exported = read_safetensors(self.dir / "model.safetensors")
         base = ctx.base()
-        if set(exported) != set(base):
-            extra, missing = sorted(set(exported) - set(base)), sorted(set(base) - set(exported))
-            raise Fail(f"model.safetensors: tensors missing {missing[:3]}, unexpected {extra[:3]}")
+        layout = {n: ("F32", t.shape) for n, t in base.items()}
+        _, exported = read_tight(self.dir / WEIGHTS, [Tight.exact(layout, EXPORT_METADATA)])
+        scale = get_int(ctx.init, "scale_bits", 0, 63, "init event")
+        theta_hash, q_hash = set_hasher(len(base)), set_hasher(len(ctx.trainable))
         wrong = []
         for name in sorted(base, key=str.encode):
-            got, theta = exported[name], base[name]
-            if (got.dtype, got.shape) != (theta.dtype, theta.shape):
+            theta_raw = bytes(base[name].raw())
+            theta_hash.update(tensor_digest(name, "F32", base[name].shape, theta_raw))
+            want = theta_raw
+            if name in ctx.trainable:
+                q = q_of(name)
+                t = from_arrays({name: q})[name]
+                q_hash.update(tensor_digest(name, t.dtype, t.shape, t.raw()))
+                if active:
+                    theta = np.frombuffer(theta_raw, dtype="<f4").reshape(base[name].shape)
+                    delta = served_delta(
+                        q, mask_of(name), scale, _divisor(rule, len(active), counts_of(name))
+                    )
+                    want = (theta + delta).astype(np.float32).tobytes()
+            if bytes(exported[name].raw()) != want:
                 wrong.append(name)
-                continue
-            if name not in ctx.trainable or not active:
-                want = bytes(theta.raw())
-            else:
-                delta = served_delta(
-                    q_of(name),
-                    mask_of(name),
-                    get_int(ctx.init, "scale_bits", 0, 63, "init event"),
-                    _divisor(rule, len(active), counts_of(name)),
-                )
-                want = (theta.array() + delta).astype(np.float32).tobytes()
-            if bytes(got.raw()) != want:
-                wrong.append(name)
+        if "sha256:" + theta_hash.hexdigest() != ctx.init.get("base_digest"):
+            raise Fail("θ0 as read here is not the base_digest signed at init (a file changed)")
+        if "sha256:" + q_hash.hexdigest() != digest:
+            raise Fail(f"Q as read here is not the signed state of the head of size {size}")
         if wrong:
             raise Fail(
                 f"model.safetensors differs from θ0 + the `{rule}` rule at head {size} in "
@@ -207,20 +235,21 @@ class Served:
             )
         return f"{len(base)} tensors, {len(ctx.trainable)} rebuilt from the head of size {size}"
 
-    def _state_at(self, active: frozenset[str], digest: str) -> Callable[[str], I64Array]:
-        """Q at the head, tensor by tensor: the state file when it is still that state, else
-        the sum of the vectors active then, once their sum has the head's signed digest."""
+    def _state_at(self, active: frozenset[str]) -> Callable[[str], I64Array]:
+        """Q at the head, tensor by tensor: the state file while the state is still that
+        head's, else the sum of the vectors active then (check_weights compares the digest
+        of what either gives with the head's)."""
         ctx = self.ctx
-        if set_digest(ctx.state_file()) == digest:
-            return lambda name: ctx.state()[name]
-        if missing := ctx.unusable(active):
-            raise Skip(
-                "the state has changed since that head, and the vectors to rebuild it are "
-                "gone: " + ", ".join(f"{t} ({why})" for t, why in missing.items())
-            )
-        if ctx.sum_digest(active) != digest:
-            raise Fail("the vectors active at that head do not sum to its state digest")
-        return lambda name: ctx.tensor_sum(name, active)
+        if (ctx.replay.history and ctx.replay.history[-1][1] != active) or (
+            not ctx.replay.history and active
+        ):
+            if missing := ctx.unusable(active):
+                raise Skip(
+                    "the state has changed since that head, and the vectors to rebuild it "
+                    "are gone: " + ", ".join(f"{t} ({why})" for t, why in missing.items())
+                )
+            return lambda name: ctx.tensor_sum(name, active)
+        return lambda name: ctx.state()[name]
 
     def _masks(
         self, active: frozenset[str], rule: str
@@ -278,13 +307,22 @@ def served_delta(
 
 
 def served_checks(ctx: Context, model_dir: Path, task_id: str) -> list[CheckResult]:
+    """The card, the files and the weights. An export is verified only when its weights
+    were rebuilt: a weights check that cannot run (its vectors or masks gone) is a FAIL
+    here, not a skip, or any bytes at all would pass beside an old head."""
     served = Served(ctx, model_dir, task_id)
     checks: list[tuple[str, Callable[[], str | None]]] = [
         ("served-card", served.check_card),
         ("served-files", served.check_files),
         ("served-weights", served.check_weights),
     ]
-    return [run_one(name, partial(_guarded, fn)) for name, fn in checks]
+    results = [run_one(name, partial(_guarded, fn)) for name, fn in checks]
+    return [
+        CheckResult(r.name, "FAIL", f"cannot be verified: {r.detail}")
+        if r.status == "skipped"
+        else r
+        for r in results
+    ]
 
 
 def _guarded(fn: Callable[[], str | None]) -> str | None:
@@ -293,3 +331,8 @@ def _guarded(fn: Callable[[], str | None]) -> str | None:
         return fn()
     except (OSError, UnicodeError) as exc:
         raise FormatError(f"cannot read the export: {exc}") from None
+
+
+def _short(value: object) -> str:
+    text = json.dumps(value, ensure_ascii=True)
+    return text if len(text) <= 80 else text[:77] + "…"

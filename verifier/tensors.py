@@ -83,6 +83,8 @@ class Source:
                 if n == 0:
                     raise FormatError(f"{shown(self.path)}: truncated while being read")
                 got += n
+            if identity(os.fstat(fd)) != self.identity:  # written to while it was read
+                raise FormatError(f"{shown(self.path)} changed while it was being verified")
         return buf
 
 
@@ -146,18 +148,25 @@ class Slot:
 @dataclass(frozen=True)
 class Tight:
     """A tight file's layout (FORMAT.md §2): the encoding its `__metadata__` declares (None:
-    no `__metadata__`, or `{}`) and what each trainable tensor may be."""
+    no `__metadata__`, or `{}`) and what each trainable tensor may be. `metadata`, when
+    set, is the exact `__metadata__` instead (an export's `{"format": "pt"}`, §12)."""
 
     encoding: str | None
     slots: Mapping[str, Slot]
+    metadata: Mapping[str, str] | None = None
 
     @classmethod
-    def exact(cls, layout: Layout) -> Tight:
-        return cls(None, {k: Slot((d,), s) for k, (d, s) in layout.items()})
+    def exact(cls, layout: Layout, metadata: Mapping[str, str] | None = None) -> Tight:
+        return cls(None, {k: Slot((d,), s) for k, (d, s) in layout.items()}, metadata)
+
+    def declared(self) -> dict[str, str]:
+        """The `__metadata__` this layout's header holds ({}: none)."""
+        if self.metadata is not None:
+            return dict(self.metadata)
+        return {} if self.encoding is None else {"encoding": self.encoding}
 
     def declared_by(self, header: dict[str, Any]) -> bool:
-        meta = header.get("__metadata__", {})
-        return bool(meta == ({} if self.encoding is None else {"encoding": self.encoding}))
+        return bool(header.get("__metadata__", {}) == self.declared())
 
 
 def read_safetensors(path: Path, layout: Layout | None = None) -> dict[str, Tensor]:
@@ -221,10 +230,10 @@ def _choose(file: str, header: dict[str, Any], choices: Sequence[Tight]) -> Tigh
     for choice in choices:
         if choice.declared_by(header):
             return choice
-    if all(c.encoding is None for c in choices):
+    if all(not c.declared() for c in choices):
         raise FormatError(f"{file}: header has a non-empty __metadata__")
     said = json.dumps(header.get("__metadata__"), ensure_ascii=True)
-    allowed = [{} if c.encoding is None else {"encoding": c.encoding} for c in choices]
+    allowed = [c.declared() for c in choices]
     raise FormatError(
         f"{file}: __metadata__ {said[:100]} is none of {json.dumps(allowed)} (FORMAT.md §3)"
     )
@@ -264,7 +273,7 @@ def _header_bound(tight: Tight) -> int:
         dtype = max(slot.dtypes, key=len)
         header[k] = {"dtype": dtype, "shape": shape, "data_offsets": [lo, lo + size]}
         lo += size
-    meta = {} if tight.encoding is None else {"encoding": tight.encoding}
+    meta = tight.declared()
     extra = len(json.dumps({"__metadata__": meta}, separators=(",", ":")))
     return len(json.dumps(header, separators=(",", ":"))) + extra + 7
 
@@ -272,13 +281,13 @@ def _header_bound(tight: Tight) -> int:
 def _check_tight(
     file: str, raw: bytes, header: dict[str, Any], entries: dict[str, Entry], tight: Tight
 ) -> None:
-    if tight.encoding is not None and next(iter(header)) != "__metadata__":
+    if tight.declared() and next(iter(header)) != "__metadata__":
         raise FormatError(f"{file}: __metadata__ is not the header's first entry")
     text = raw.rstrip(b" ")
     # One canonical text: __metadata__ (when the encoding needs it) first, entries in name
     # order with their keys in the writer's order, non-ASCII escaped as json.dumps does.
     canonical: dict[str, Any] = {}
-    if tight.encoding is not None and "__metadata__" in header:
+    if tight.declared() and "__metadata__" in header:
         canonical["__metadata__"] = header["__metadata__"]
     for k, v in header.items():
         if k != "__metadata__":

