@@ -1,4 +1,4 @@
-"""SIFT-Masks as the ledger serves it: θ0 + dequant(Q ⊙ m_t) / T, with m_t = (q_t ≠ 0).
+"""SIFT-Masks under the paper's rule (the ledger's `mean`): θ0 + dequant(Q ⊙ m_t) / T.
 
 Q is the int64 sum of the T sign-fixed vectors, exactly the ledger's merged
 state; deleting a task replays only that task (the unlearning_cost audit times
@@ -46,5 +46,5 @@ ENTRY = Entry(
     "sift-masks",
     run,
     Cost(lambda T: 1, storage, "replay the task's fine-tune, subtract it from Q"),
-    "θ0 + (Q ⊙ m_t) / T (SIFT-Masks, the ledger's serving)",
+    "θ0 + (Q ⊙ m_t) / T (SIFT-Masks, the paper's rule; the ledger's `mean`)",
 )

@@ -1,4 +1,5 @@
-"""SIFT-Masks divided by contributors: each entry of Q ⊙ m_t over the number of masks covering it.
+"""SIFT-Masks divided by contributors: each entry of Q ⊙ m_t over the number of masks covering it
+(the ledger's serving rule `count`, through the same served_delta).
 
 The count is an exact integer per entry that unlearning decrements with the
 deleted task's mask, so deletion costs what SIFT-Masks costs. A candidate
@@ -10,6 +11,7 @@ import numpy as np
 from audits.methods import Context, Cost, Entry, Predictions
 from audits.methods.sift_masks import merged, storage
 from ledger.defaults import SCALE_BITS
+from ledger.fixedpoint import served_delta
 
 
 def run(ctx: Context) -> Predictions:
@@ -17,8 +19,7 @@ def run(ctx: Context) -> Predictions:
     out = {}
     for task in ctx.tasks:
         mask = ctx.quantised(ctx.sift(task)) != 0
-        values = np.ldexp(total.astype(np.float64), -SCALE_BITS) / np.maximum(count, 1)
-        delta = np.where(mask, values, 0.0).astype(np.float32)
+        delta = served_delta(total, mask, SCALE_BITS, np.maximum(count, 1).astype(np.int64))
         out[task.task_id] = ctx.predict(task, delta)
     return out
 

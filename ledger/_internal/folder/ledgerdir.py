@@ -74,7 +74,8 @@ class Ledger:
 
     @property
     def serving_rule(self) -> str:
-        """The rule recorded at init; ledgers from before the field serve by "mean"."""
+        """The rule recorded at init; ledgers from before the field serve by "mean" (the
+        paper's rule, which they served by before rules were recorded)."""
         return str(self.init.get("serving_rule", "mean"))
 
     def layout(self, dtype: str = "I64", packed: bool = False) -> Layout:
