@@ -80,10 +80,19 @@ def folder(setting: Setting, model: str, cache_root: Path) -> Path:
 
 def prepare(setting: Setting, model: str, cache_root: Path, log: Log) -> Prepared:
     """Load the data, build (or reuse) θ0, and open the fine-tune cache for one setting."""
+    cache, selection, base = prepare_base(setting, model, cache_root, log)
+    return Prepared(setting, selection, Trainer(cache, base, setting.hyper, log), cache)
+
+
+def prepare_base(
+    setting: Setting, model: str, cache_root: Path, log: Log
+) -> tuple[Cache, Selection, Path]:
+    """`prepare` without the trainer: the cache, the task selection and θ0's folder
+    (an audit on other tasks reuses a setting's θ0 this way)."""
     hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     cache = Cache(folder(setting, model, cache_root), setting.pinned(model))
     tasks = LOADERS[setting.dataset]()
     selection = select(tasks, max(setting.sizes), setting.n_pool if setting.warm else 0)
     log(f"{setting.key}: {len(tasks)} tasks with >= 20 rows; evaluating {max(setting.sizes)}")
     base = build_base(cache, model, setting.warm, selection.pool, setting.pretrain_steps, log)
-    return Prepared(setting, selection, Trainer(cache, base, setting.hyper, log), cache)
+    return cache, selection, base

@@ -86,7 +86,7 @@ class Trainer:
 
     def central(self, tasks: Sequence[Task]) -> tuple[Flat, float]:
         """One model on the union of the tasks' training rows, with their total step budget."""
-        key = f"central/T{len(tasks)}"
+        key = self.central_key(tasks)
         if not self.cache.has(f"{key}.npy"):
             rows = [r for t in tasks for r in t.train]
             steps = self.hyper.steps * len(tasks)
@@ -98,6 +98,11 @@ class Trainer:
             self.cache.json(f"{key}.json", lambda: {"seconds": seconds, "steps": steps})
         meta = self.cache.json(f"{key}.json", _never)
         return self.cache.array(f"{key}.npy", _never), float(meta["seconds"])
+
+    def central_key(self, tasks: Sequence[Task]) -> str:
+        """Where the central model of `tasks` is cached: by T alone, since an audit's T
+        tasks are the first T of one order (an audit with other task sets overrides this)."""
+        return f"central/T{len(tasks)}"
 
     def _tune(self, rows: Sequence[dict[str, Any]], method: str, seed: int, steps: int) -> Flat:
         self.model.load_state_dict(self.theta0)

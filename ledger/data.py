@@ -4,6 +4,7 @@ A record is one JSONL object (``text``, ``label``, any other fields); the
 data hash and the file format are FORMAT.md §9's.
 """
 
+from ledger._internal.data import genres
 from ledger._internal.data.corpora import (
     Record,
     Task,
@@ -21,6 +22,7 @@ __all__ = [
     "Record",
     "Task",
     "genre_tasks",
+    "genres",
     "load_dataset",
     "movielens_tasks",
     "package_file",
