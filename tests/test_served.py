@@ -18,7 +18,10 @@ import pytest
 
 from ledger.testing import LedgerFactory
 from tests.helpers import ledger_ok, run_cli
+from verifier.checks import _context
+from verifier.context import Context
 from verifier.report import Report, verify_served
+from verifier.served import served_checks
 
 A = [{"text": "good fun movie", "label": 1}, {"text": "dull boring plot", "label": 0}] * 3
 B = [{"text": "a fine cast", "label": 1}, {"text": "weak and long", "label": 0}] * 3
@@ -29,6 +32,12 @@ OPS = [("add", "a"), ("add", "b"), ("add", "c"), ("unlearn", "c")]
 @pytest.fixture(scope="module")
 def led(ledger_factory: LedgerFactory) -> Path:
     return ledger_factory({"a": A, "b": B, "c": C}, OPS)
+
+
+@pytest.fixture(scope="module")
+def ctx(led: Path, ledger_key: Path) -> Context:
+    """The ledger read once: the attacks change only the export, never the ledger."""
+    return _context(led, Path(f"{ledger_key}.pub").read_bytes())
 
 
 @pytest.fixture(scope="module")
@@ -233,13 +242,13 @@ ATTACKS: dict[str, tuple[Callable[[Path], None], str, str]] = {
 
 @pytest.mark.parametrize("attack", sorted(ATTACKS))
 def test_an_attack_on_the_export_fails_its_check(
-    led: Path, exported: Path, ledger_key: Path, tmp_path: Path, attack: str
+    ctx: Context, exported: Path, tmp_path: Path, attack: str
 ) -> None:
     change, check, why = ATTACKS[attack]
     out = tmp_path / "export"
     shutil.copytree(exported, out)
     change(out)
-    status, detail = _status(_served(led, "a", out, ledger_key))[check]
+    status, detail = {r.name: (r.status, r.detail) for r in served_checks(ctx, out, "a")}[check]
     assert status == "FAIL" and why in detail, (status, detail)
 
 
