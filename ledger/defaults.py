@@ -14,9 +14,11 @@ SIGN_SEED = 0  # the ledger's sign vector
 PRETRAIN_STEPS = 300
 PRETRAIN_BATCH_SIZE = 32
 # How the served model divides Q ⊙ m_t (ledger._internal.vectors.rules): by |T| (the
-# paper's), by each entry's contributor count, or by 1. Recorded at init. The default is
-# the measured best: ÷count beat ÷|T| by 3.2 and 3.4 points of balanced accuracy on
-# heterogeneous tasks (audits/reports/heterogeneity.md, h = 1, T = 10 and 50) and was
-# level with it on per-user data (mean difference −0.2 points over 15 cells).
+# paper's), by each entry's contributor count, or by 1. Recorded at init. Measured
+# (audits/reports/heterogeneity.md, wide balanced accuracy): ÷count beats ÷|T| by 3.2 and
+# 3.4 points on heterogeneous tasks (h = 1, T = 10 and 50) and loses by 3.2 and 3.7 on
+# homogeneous ones (h = 0), where both trail FT+Merge; level on per-user data (−0.2
+# points over 15 cells). The default is count, for the heterogeneous tasks the method
+# exists for; a ledger of near-identical tasks should choose mean.
 SERVING_RULES = ("mean", "count", "sum")
 SERVING_RULE = "count"
