@@ -176,7 +176,7 @@ class Served:
         config file changes what the model answers as surely as a weight does."""
         ctx, problems = self.ctx, []
         files = ctx.init.get("base_files")
-        pinned = {n: h for n, h in (files if isinstance(files, dict) else {}).items()}
+        pinned: dict[str, object] = files if isinstance(files, dict) else {}
         names = sorted(os.listdir(self.dir))
         for name in names:
             if name != CARD and name not in pinned:

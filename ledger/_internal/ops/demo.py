@@ -17,12 +17,11 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -35,7 +34,7 @@ from ledger._internal.model.basemodel import build_minilm, build_tiny
 from ledger._internal.model.loading import load_model
 from ledger._internal.ops.add import add_task
 from ledger._internal.ops.create import init_ledger
-from ledger._internal.ops.serve import probabilities, served_model, serving_rule
+from ledger._internal.ops.serve import probabilities, served_model, serving_rule, with_deltas
 from ledger._internal.ops.unlearn import unlearn_task
 from ledger._internal.vectors.codec import dequantise
 
@@ -47,15 +46,6 @@ def _balanced(model: Any, tokenizer: Any, rows: Sequence[Record]) -> float:
     predicted = probabilities(model, tokenizer, [r["text"] for r in rows]).argmax(dim=-1).numpy()
     truth = np.array([r["label"] for r in rows])
     return float(np.mean([np.mean(predicted[truth == y] == y) for y in (0, 1)]))
-
-
-def _with(base: Path, deltas: Mapping[str, np.ndarray]) -> tuple[Any, Any]:
-    model, tokenizer = load_model(base)
-    params = dict(model.named_parameters())
-    with torch.no_grad():
-        for name, delta in deltas.items():
-            params[name].add_(torch.from_numpy(delta))
-    return model, tokenizer
 
 
 def _bar(console: Console) -> Progress:
@@ -100,7 +90,7 @@ def _scores(root: Path, plain: Path, base: Path, tasks: Sequence[GenreTask]) -> 
                 _balanced(*theta0, task.wide),
                 _balanced(*served_model(ft, task.task_id, mean)[:2], task.wide),
                 _balanced(*served_model(ledger, task.task_id, rule)[:2], task.wide),
-                _balanced(*_with(base, _local_ft(ft, task.task_id)), task.wide),
+                _balanced(*with_deltas(base, _local_ft(ft, task.task_id)), task.wide),
             )
             scores.append(row)
             table.add_row(task.task_id, *(f"{s:.3f}" for s in row))

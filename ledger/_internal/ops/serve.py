@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -75,15 +75,20 @@ def serving_rule(ledger: Ledger, name: str | None) -> Rule:
     return rule_named(ledger.serving_rule if name is None else name)
 
 
-def served_model(ledger: Ledger, task_id: str, rule: Rule) -> tuple[Any, Any, str]:
-    ledger.check_base()
-    model, tokenizer = load_model(ledger.base_dir)
-    deltas, how = served_deltas(ledger, task_id, rule)
+def with_deltas(base_dir: Path, deltas: Mapping[str, Float32Array]) -> tuple[Any, Any]:
+    """θ0 from ``base_dir`` with each delta added to its tensor, and the tokenizer."""
+    model, tokenizer = load_model(base_dir)
     params = dict(model.named_parameters())
     with torch.no_grad():
         for name, delta in deltas.items():
             params[name].add_(torch.from_numpy(delta))
-    return model, tokenizer, how
+    return model, tokenizer
+
+
+def served_model(ledger: Ledger, task_id: str, rule: Rule) -> tuple[Any, Any, str]:
+    ledger.check_base()
+    deltas, how = served_deltas(ledger, task_id, rule)
+    return (*with_deltas(ledger.base_dir, deltas), how)
 
 
 def probabilities(
